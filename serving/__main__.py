@@ -1,0 +1,86 @@
+"""Command line client: ``python -m serving <predict|status|metadata|smoke> ...``.
+
+    python -m serving predict --rest-url http://localhost:8501 "A great film" "Dreadful"
+    python -m serving predict --grpc-target localhost:8500 "A great film"
+    python -m serving status --rest-url http://localhost:8501
+    python -m serving smoke --rest-url http://localhost:8501 --grpc-target localhost:8500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from serving.contract import MODEL_NAME
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("predict", "predict the sentiment of reviews"),
+        ("status", "show the model's version status"),
+        ("metadata", "show the served signature"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        endpoint = command.add_mutually_exclusive_group(required=True)
+        endpoint.add_argument("--rest-url", help="e.g. http://localhost:8501")
+        endpoint.add_argument("--grpc-target", help="e.g. localhost:8500")
+        command.add_argument("--model-name", default=MODEL_NAME)
+        command.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+        command.add_argument("--version", type=int, help="a specific version (default: latest)")
+        command.add_argument("--json", action="store_true", help="print JSON")
+        if name == "predict":
+            command.add_argument("--label", help="a version label such as 'stable'")
+            command.add_argument("texts", nargs="+", help="reviews ('-' reads one per line from stdin)")
+    commands.add_parser("smoke", help="smoke-test an endpoint (see serving/smoke.py)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["smoke"]:
+        from serving.smoke import main as smoke_main
+
+        return smoke_main(argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return EXIT_USAGE if exit_.code else EXIT_OK
+
+    from serving.client import RequestError, make_client
+
+    try:
+        client = make_client(args.rest_url, args.grpc_target, args.model_name, args.timeout)
+        with client:
+            if args.command == "predict":
+                texts = args.texts
+                if texts == ["-"]:
+                    texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+                predictions = client.predict(texts, version=args.version, label=args.label)
+                if args.json:
+                    print(json.dumps([p.__dict__ | {"review": t} for p, t in zip(predictions, texts, strict=True)], indent=1))
+                for prediction, text in zip(predictions, texts, strict=True) if not args.json else ():
+                    shown = text if len(text) <= 70 else text[:67] + "..."
+                    print(f"[{client.transport}] {prediction.label:<8} {prediction.probability:.4f}  {shown}")
+            elif args.command == "status":
+                versions = client.status(args.version)
+                if args.json:
+                    print(json.dumps([v.__dict__ for v in versions], indent=1))
+                for v in versions if not args.json else ():
+                    error = f" ({v.error_code}: {v.error_message})" if v.error_code != "OK" else ""
+                    print(f"[{client.transport}] version {v.version}: {v.state}{error}")
+            else:
+                metadata = client.metadata(args.version)
+                print(json.dumps(metadata.__dict__, indent=1, default=list))
+    except (RequestError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,419 @@
+"""Model versions on disk -> loaded, servable versions, with TF Serving's lifecycle.
+
+What this reproduces (``../shared/docs/tfserving-api.md`` §2):
+- a version is a child folder of the base path whose name is an integer; others are ignored;
+- the base path is rescanned every ``file_system_poll_wait_seconds`` (0: once; negative: never);
+- the version policy (latest N, all, specific) picks the aspired versions;
+- a failed load is retried ``max_num_load_retries`` times, then the version is END with the
+  error and is not loaded again while it stays aspired;
+- an old version is unloaded only once an aspired version is AVAILABLE (availability
+  preserving), or when no version is aspired any more;
+- warmup records (``assets.extra/tf_serving_warmup_requests``) are replayed before AVAILABLE;
+- version labels map to versions that are AVAILABLE.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.contract import WARMUP_FILE
+from serving.model_server.bundle import SessionBundle
+from serving.model_server.errors import ServingError, invalid_argument, not_found
+
+logger = logging.getLogger(__name__)
+
+State = get_model_status_pb2.ModelVersionStatus.State
+# TF Serving refuses warmup files with more records than this.
+MAX_WARMUP_RECORDS = 1000
+# How often the manager thread wakes up to retry loads and rescan, at most.
+TICK_SECONDS = 0.2
+
+
+@dataclass
+class LoadSettings:
+    """How versions are discovered and loaded (the server's flags)."""
+
+    file_system_poll_wait_seconds: float = 1.0
+    max_num_load_retries: int = 5
+    load_retry_interval_seconds: float = 60.0
+    enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 1
+
+
+@dataclass
+class Version:
+    """One version of one model and where it is in its lifecycle."""
+
+    number: int
+    path: Path
+    state: int = State.START
+    error_code: grpc.StatusCode = grpc.StatusCode.OK
+    error_message: str = ""
+    bundle: SessionBundle | None = None
+    failed_attempts: int = 0
+    next_attempt_at: float = 0.0
+    # Requests currently running on this version; unloading waits for them.
+    in_flight: int = 0
+
+
+@dataclass
+class ServedModel:
+    """One entry of the model config and its versions."""
+
+    config: model_server_config_pb2.ModelConfig
+    versions: dict[int, Version] = field(default_factory=dict)
+    aspired: set[int] = field(default_factory=set)
+    scanned_once: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+class VersionLease:
+    """A version held for one request; unloading waits until every lease is released."""
+
+    def __init__(self, manager: ModelManager, version: Version):
+        self._manager = manager
+        self.version = version
+
+    @property
+    def bundle(self) -> SessionBundle:
+        assert self.version.bundle is not None
+        return self.version.bundle
+
+    def __enter__(self) -> VersionLease:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._manager._changed:
+            self.version.in_flight -= 1
+            self._manager._changed.notify_all()
+
+
+class ModelManager:
+    """Owns every model's versions; a background thread keeps them in line with the disk."""
+
+    def __init__(self, config: model_server_config_pb2.ModelServerConfig, settings: LoadSettings):
+        self.settings = settings
+        self._models = {
+            model.name: ServedModel(model) for model in config.model_config_list.config
+        }
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_scan = float("-inf")
+
+    # ----------------------------------------------------------------------------------------
+    # Lifecycle
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="model-manager", daemon=True)
+        self._thread.start()
+
+    def wait_until_ready(self, timeout: float | None = None) -> list[str]:
+        """Blocks until every model has a version AVAILABLE or END, as TF Serving's startup does.
+
+        Returns:
+            Descriptions of the versions that ended in error while no version became
+            AVAILABLE (an empty list means every model is servable).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while not self._all_settled():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("models did not load in time")
+                self._changed.wait(remaining if remaining is not None else 1.0)
+            failures = []
+            for model in self._models.values():
+                if not any(v.state == State.AVAILABLE for v in model.versions.values()):
+                    failures.extend(
+                        f"{{name: {model.name} version: {v.number}}} due to error: "
+                        f"{v.error_code.name}: {v.error_message}"
+                        for v in model.versions.values()
+                        if v.state == State.END and v.error_code != grpc.StatusCode.OK
+                    )
+            return failures
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        with self._changed:
+            for model in self._models.values():
+                for version in model.versions.values():
+                    if version.bundle is not None:
+                        version.bundle.close()
+                        version.bundle = None
+
+    def _all_settled(self) -> bool:
+        return all(
+            any(v.state in (State.AVAILABLE, State.END) for v in model.versions.values())
+            for model in self._models.values()
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Requests
+
+    def model_names(self) -> list[str]:
+        return list(self._models)
+
+    def lease(self, name: str, version: int | None = None, label: str | None = None) -> VersionLease:
+        """The version a request should run on, held until the lease is closed.
+
+        Raises:
+            ServingError: NOT_FOUND for an unknown model or version (TF Serving's
+                "Servable not found for request: ..." text), INVALID_ARGUMENT for an unknown
+                label.
+        """
+        with self._changed:
+            model = self._models.get(name)
+            if label is not None:
+                version = self._label_version(model, name, label)
+            if model is not None:
+                available = [
+                    v for v in model.versions.values() if v.state == State.AVAILABLE and v.bundle
+                ]
+                if version is None and available:
+                    chosen = max(available, key=lambda v: v.number)
+                    chosen.in_flight += 1
+                    return VersionLease(self, chosen)
+                for candidate in available:
+                    if candidate.number == version:
+                        candidate.in_flight += 1
+                        return VersionLease(self, candidate)
+            request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+            raise not_found(f"Servable not found for request: {request}")
+
+    def _label_version(self, model: ServedModel | None, name: str, label: str) -> int:
+        if model is not None and label in model.config.version_labels:
+            return int(model.config.version_labels[label])
+        raise invalid_argument(f"Unrecognized servable version label: {label}")
+
+    def status(self, name: str, version: int | None = None) -> get_model_status_pb2.GetModelStatusResponse:
+        """GetModelStatus: every known version, highest first, or just ``version``."""
+        with self._changed:
+            model = self._models.get(name)
+            versions = sorted(model.versions.values(), key=lambda v: -v.number) if model else []
+            if version is not None:
+                versions = [v for v in versions if v.number == version]
+                if model is not None and model.versions and not versions:
+                    raise not_found(f"Could not find version {version} of model {name}")
+            if not versions:
+                raise not_found(f"Could not find any versions of model {name}")
+            response = get_model_status_pb2.GetModelStatusResponse()
+            for entry in versions:
+                status = response.model_version_status.add(version=entry.number, state=entry.state)
+                status.status.error_code = entry.error_code.value[0]
+                status.status.error_message = entry.error_message
+            return response
+
+    # ----------------------------------------------------------------------------------------
+    # The manager thread
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception:  # the thread must survive anything one model throws
+                logger.exception("Model manager step failed")
+            self._stop.wait(TICK_SECONDS)
+
+    def _tick(self) -> None:
+        poll = self.settings.file_system_poll_wait_seconds
+        now = time.monotonic()
+        first = not any(model.scanned_once for model in self._models.values())
+        if first or (poll > 0 and now - self._last_scan >= poll):
+            self._last_scan = now
+            for model in self._models.values():
+                self._scan(model)
+        for model in self._models.values():
+            self._load_due_versions(model)
+            self._unload_unaspired_versions(model)
+
+    def _scan(self, model: ServedModel) -> None:
+        base_path = Path(model.config.base_path)
+        model.scanned_once = True
+        try:
+            on_disk = {
+                int(child.name): child
+                for child in base_path.iterdir()
+                if child.is_dir() and _is_version_name(child.name)
+            }
+        except OSError as error:
+            logger.error(
+                "FileSystemStoragePathSource encountered a filesystem access error: "
+                "Could not find base path %s for servable %s: %s",
+                base_path,
+                model.name,
+                error,
+            )
+            return
+        if not on_disk:
+            logger.warning(
+                "No versions of servable %s found under base path %s. Did you forget to name "
+                "your leaf directory as a number (eg. '/1/')?",
+                model.name,
+                base_path,
+            )
+        aspired = _aspired_versions(model.config, sorted(on_disk))
+        with self._changed:
+            for number in aspired - model.aspired:
+                existing = model.versions.get(number)
+                if existing is None or (existing.state == State.END and existing.bundle is None):
+                    model.versions[number] = Version(number, on_disk[number])
+                    logger.info("Aspiring version %d of servable %s", number, model.name)
+            model.aspired = aspired
+            self._changed.notify_all()
+
+    def _load_due_versions(self, model: ServedModel) -> None:
+        for number in sorted(model.aspired, reverse=True):
+            version = model.versions[number]
+            if version.state not in (State.START, State.LOADING):
+                continue
+            if time.monotonic() < version.next_attempt_at:
+                continue
+            with self._changed:
+                version.state = State.LOADING
+                self._changed.notify_all()
+            try:
+                bundle = self._load(model, version)
+            except Exception as error:  # any load error ends up in the version's status
+                self._record_failed_load(model, version, error)
+                continue
+            with self._changed:
+                if number in model.aspired:
+                    version.bundle, version.state = bundle, State.AVAILABLE
+                    version.error_code, version.error_message = grpc.StatusCode.OK, ""
+                    logger.info("Successfully loaded servable version {name: %s version: %d}", model.name, number)
+                else:
+                    bundle.close()
+                    version.state = State.END
+                self._changed.notify_all()
+
+    def _record_failed_load(self, model: ServedModel, version: Version, error: Exception) -> None:
+        if isinstance(error, ServingError):
+            code, message = error.code, error.message
+        elif isinstance(error, tf.errors.OpError):
+            code, message = ServingError.from_op_error(error).code, error.message
+        else:
+            code, message = grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}"
+        with self._changed:
+            version.failed_attempts += 1
+            if version.failed_attempts > self.settings.max_num_load_retries:
+                version.state = State.END
+                version.error_code, version.error_message = code, message
+                logger.error(
+                    "Loading servable {name: %s version: %d} failed after %d attempt(s): %s",
+                    model.name, version.number, version.failed_attempts, message,
+                )
+            else:
+                version.next_attempt_at = time.monotonic() + self.settings.load_retry_interval_seconds
+                logger.warning(
+                    "Loading servable {name: %s version: %d} failed (%s); retrying in %.1f s",
+                    model.name, version.number, message, self.settings.load_retry_interval_seconds,
+                )
+            self._changed.notify_all()
+
+    def _unload_unaspired_versions(self, model: ServedModel) -> None:
+        with self._changed:
+            aspired_available = any(
+                model.versions[n].state == State.AVAILABLE for n in model.aspired
+            )
+            for version in model.versions.values():
+                if version.number in model.aspired or version.state != State.AVAILABLE:
+                    continue
+                # Availability preserving: keep serving the old version until a new one is up,
+                # unless nothing is aspired any more (every version folder was deleted).
+                if model.aspired and not aspired_available:
+                    continue
+                version.state = State.UNLOADING
+                self._changed.notify_all()
+                while version.in_flight:
+                    self._changed.wait()
+                if version.bundle is not None:
+                    version.bundle.close()
+                version.bundle = None
+                version.state = State.END
+                logger.info("Unloaded servable version {name: %s version: %d}", model.name, version.number)
+                self._changed.notify_all()
+
+    def _load(self, model: ServedModel, version: Version) -> SessionBundle:
+        logger.info("Loading servable version {name: %s version: %d} from %s", model.name, version.number, version.path)
+        bundle = SessionBundle(version.path)
+        try:
+            if self.settings.enable_model_warmup:
+                self._warm_up(bundle)
+        except Exception:
+            bundle.close()
+            raise
+        return bundle
+
+    def _warm_up(self, bundle: SessionBundle) -> None:
+        """Replays the version's warmup PredictionLog records, as TF Serving does before AVAILABLE."""
+        path = bundle.path / WARMUP_FILE
+        if not path.exists():
+            logger.info("No warmup data file found at %s", path)
+            return
+        from serving.model_server.predict import predict_with_bundle  # avoids an import cycle
+
+        try:
+            records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+        except tf.errors.OpError as error:
+            raise ServingError(
+                grpc.StatusCode.DATA_LOSS,
+                f"Failed to read warmup file {path}: {error.message}. Please verify your warmup "
+                "data is in TFRecord format.",
+            ) from error
+        if len(records) > MAX_WARMUP_RECORDS:
+            raise invalid_argument(
+                f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
+            )
+        for record in records:
+            log = prediction_log_pb2.PredictionLog()
+            try:
+                log.ParseFromString(record)
+            except Exception as error:
+                raise invalid_argument(f"Failed to parse warmup record from {path}") from error
+            if log.WhichOneof("log_type") != "predict_log":
+                raise ServingError(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    "Unsupported log_type for warmup: " + str(log.WhichOneof("log_type")),
+                )
+            for _ in range(max(1, self.settings.num_request_iterations_for_warmup)):
+                predict_with_bundle(bundle, log.predict_log.request)
+        logger.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.", path, len(records))
+
+
+def _is_version_name(name: str) -> bool:
+    """TF Serving parses folder names with SimpleAtoi: an optional sign, then digits, int64."""
+    try:
+        value = int(name, 10)
+    except ValueError:
+        return False
+    return name.lstrip("+-").isdigit() and 0 <= value < 2**63
+
+
+def _aspired_versions(config: model_server_config_pb2.ModelConfig, on_disk: list[int]) -> set[int]:
+    policy = config.model_version_policy
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        return set(on_disk)
+    if choice == "specific":
+        wanted = set(policy.specific.versions)
+        for missing in sorted(wanted - set(on_disk)):
+            logger.warning("Version %d of servable %s was not found in the file system", missing, config.name)
+        return wanted & set(on_disk)
+    count = max(1, policy.latest.num_versions) if choice == "latest" else 1
+    return set(on_disk[-count:])

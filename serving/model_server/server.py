@@ -1,0 +1,332 @@
+"""A TF-Serving-compatible model server for machines without a Docker engine.
+
+It is a development and test server: it loads SavedModels the way ``tensorflow_model_server``
+does (SignatureDef in a TF1 session) and answers the same REST and gRPC API, so that clients,
+the smoke test and the tests run unchanged against either. Production runs the
+``tensorflow/serving`` image (``docker/Dockerfile``).
+
+Start-up follows TF Serving: the ports open only once every configured model has a version
+AVAILABLE; if the first version of a model fails to load for good, the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from google.protobuf import text_format
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.config import model_server_config_pb2
+from waitress.server import create_server
+
+from serving.contract import GRPC_PORT
+from serving.model_server.grpc_service import ModelServicer, PredictionServicer
+from serving.model_server.manager import LoadSettings, ModelManager
+from serving.model_server.rest import RestApi
+
+logger = logging.getLogger(__name__)
+
+# TF Serving accepts gRPC messages up to 2 GB; this development server limits requests (gRPC
+# and REST) to protect the machine it runs on. Override with --max_request_bytes.
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# Seconds that in-flight requests get to finish after SIGTERM/SIGINT.
+SHUTDOWN_GRACE_SECONDS = 10.0
+# Exit code of tensorflow_model_server when start-up fails (it returns -1).
+EXIT_START_FAILED = 255
+# tensorflow_model_server flags that the local server accepts and ignores, so that the same
+# command lines (Dockerfile, compose, Kubernetes) work; each is logged when given.
+IGNORED_FLAGS = (
+    "enable_batching",
+    "batching_parameters_file",
+    "enable_per_model_batching_parameters",
+    "monitoring_config_file",
+    "grpc_channel_arguments",
+    "tensorflow_intra_op_parallelism",
+    "tensorflow_inter_op_parallelism",
+    "tensorflow_session_parallelism",
+    "enable_signature_method_name_check",
+    "model_config_file_poll_wait_seconds",
+    "allow_version_labels_for_unavailable_models",
+    "enable_profiler",
+    "rest_api_enable_cors_support",
+    "xla_cpu_compilation_enabled",
+)
+
+
+class StartupError(Exception):
+    """The server could not start (bad config, or no version of a model became available)."""
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """The subset of tensorflow_model_server's flags that the local server implements."""
+
+    port: int = GRPC_PORT
+    rest_api_port: int = 0
+    model_name: str = ""
+    model_base_path: str = ""
+    model_config_file: str = ""
+    file_system_poll_wait_seconds: float = 1.0
+    max_num_load_retries: int = 5
+    load_retry_interval_micros: int = 60_000_000
+    enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 0
+    rest_api_num_threads: int = 0
+    rest_api_timeout_in_ms: int = 30_000
+    enable_grpc_healthcheck_service: bool = False
+    # Local-server-only: the address both ports bind to (TF Serving binds all interfaces).
+    bind_address: str = "0.0.0.0"
+    # Local-server-only: largest accepted request body / gRPC message.
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+
+
+def model_server_config(options: ServerOptions) -> model_server_config_pb2.ModelServerConfig:
+    """The ModelServerConfig from --model_config_file, or the single-model flags."""
+    if options.model_config_file:
+        path = Path(options.model_config_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise StartupError(f"Cannot read --model_config_file {path}: {error}") from error
+        config = model_server_config_pb2.ModelServerConfig()
+        try:
+            text_format.Parse(text, config)
+        except text_format.ParseError as error:
+            raise StartupError(
+                f"Error parsing text-format tensorflow.serving.ModelServerConfig: {error}; "
+                f"INVALID_ARGUMENT: Invalid protobuf file: '{path}'"
+            ) from error
+        if config.WhichOneof("config") != "model_config_list":
+            raise StartupError(f"{path}: only model_config_list is supported")
+    else:
+        if not options.model_base_path:
+            raise StartupError(
+                "Both server_options.model_base_path and server_options.model_config_file are "
+                "empty!"
+            )
+        config = model_server_config_pb2.ModelServerConfig()
+        model = config.model_config_list.config.add()
+        model.name = options.model_name or "default"
+        model.base_path = str(Path(options.model_base_path).absolute())
+        model.model_platform = "tensorflow"
+    names = set()
+    for model in config.model_config_list.config:
+        if model.name in names:
+            raise StartupError(f"Illegal to list model {model.name} multiple times in config list")
+        names.add(model.name)
+        if not Path(model.base_path).is_absolute() and "://" not in model.base_path:
+            raise StartupError(
+                f"Expected model {model.name} to have an absolute path or URI; got "
+                f"base_path()={model.base_path}"
+            )
+        if not model.model_platform:
+            raise StartupError(
+                "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+                f"ModelServerConfig::model_platform, model name is {model.name}"
+            )
+        if model.model_platform != "tensorflow":
+            raise StartupError(f"Model {model.name}: only model_platform 'tensorflow' is served")
+    return config
+
+
+class ModelServer:
+    """Loads the configured models, then serves gRPC and REST until ``stop``."""
+
+    def __init__(self, options: ServerOptions):
+        if options.port == 0 and options.rest_api_port == 0:
+            raise StartupError("At least one of --port and --rest_api_port must be non-zero")
+        self.options = options
+        self.manager = ModelManager(
+            model_server_config(options),
+            LoadSettings(
+                file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
+                max_num_load_retries=options.max_num_load_retries,
+                load_retry_interval_seconds=options.load_retry_interval_micros / 1e6,
+                enable_model_warmup=options.enable_model_warmup,
+                num_request_iterations_for_warmup=options.num_request_iterations_for_warmup,
+            ),
+        )
+        self.grpc_port: int | None = None
+        self.rest_port: int | None = None
+        self._grpc_server: grpc.Server | None = None
+        self._rest_server = None
+        self._rest_thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    def start(self, load_timeout: float | None = None) -> None:
+        """Loads every model (blocking), then opens the gRPC and REST ports.
+
+        Args:
+            load_timeout: give up waiting for the initial load after this many seconds
+                (None waits as long as TF Serving does: forever while no version exists).
+
+        Raises:
+            StartupError: a model's initial version ended in error.
+        """
+        self.manager.start()
+        failures = self.manager.wait_until_ready(load_timeout)
+        if failures:
+            self.manager.stop()
+            raise StartupError(
+                f"UNKNOWN: {len(failures)} servable(s) did not become available: "
+                + ", ".join(f"{{{failure}}}" for failure in failures)
+            )
+        options = self.options
+        if options.port:
+            self._start_grpc(options)
+        if options.rest_api_port:
+            self._start_rest(options)
+
+    def _start_grpc(self, options: ServerOptions) -> None:
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max(8, 4 * _cpu_count()), thread_name_prefix="grpc"),
+            options=[
+                ("grpc.max_receive_message_length", options.max_request_bytes),
+                ("grpc.max_send_message_length", -1),
+            ],
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(self.manager), server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.manager), server)
+        if options.enable_grpc_healthcheck_service:
+            health_servicer = health.HealthServicer()
+            for service in ("", "tensorflow.serving.ModelService", "tensorflow.serving.PredictionService"):
+                health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        self.grpc_port = server.add_insecure_port(f"{options.bind_address}:{options.port}")
+        if not self.grpc_port:
+            raise StartupError(f"Cannot bind gRPC to {options.bind_address}:{options.port}")
+        server.start()
+        self._grpc_server = server
+        logger.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, self.grpc_port)
+
+    def _start_rest(self, options: ServerOptions) -> None:
+        app = RestApi(self.manager, timeout_seconds=options.rest_api_timeout_in_ms / 1000)
+        threads = options.rest_api_num_threads or 4 * _cpu_count()
+        try:
+            self._rest_server = create_server(
+                app,
+                host=options.bind_address,
+                port=options.rest_api_port,
+                threads=threads,
+                max_request_body_size=options.max_request_bytes,
+                ident="local-tfserving",
+                clear_untrusted_proxy_headers=True,
+            )
+        except OSError as error:
+            raise StartupError(
+                f"Failed to start HTTP Server at {options.bind_address}:{options.rest_api_port}: {error}"
+            ) from error
+        self.rest_port = int(self._rest_server.effective_port)
+        self._rest_thread = threading.Thread(target=self._rest_server.run, name="rest", daemon=True)
+        self._rest_thread.start()
+        logger.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
+
+    def stop(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Stops taking requests, lets in-flight ones finish, and unloads the models."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._rest_server is not None:
+            self._rest_server.close()
+        if self._grpc_server is not None:
+            self._grpc_server.stop(grace_seconds).wait()
+        if self._rest_thread is not None:
+            self._rest_thread.join(timeout=grace_seconds)
+        self.manager.stop()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _bool_flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.model_server",
+        description="TF-Serving-compatible local model server (development and tests; "
+        "production runs the tensorflow/serving image). Flags are spelled as "
+        "tensorflow_model_server spells them.",
+    )
+    defaults = ServerOptions()
+    add = parser.add_argument
+    add("--port", type=int, default=defaults.port, help="gRPC port (0 disables gRPC)")
+    add("--rest_api_port", type=int, default=defaults.rest_api_port, help="REST port (0: off)")
+    add("--model_name", default=defaults.model_name, help="name of the single model")
+    add("--model_base_path", default=defaults.model_base_path, help="folder of version folders")
+    add("--model_config_file", default="", help="text-format ModelServerConfig")
+    add("--file_system_poll_wait_seconds", type=float, default=defaults.file_system_poll_wait_seconds,
+        help="seconds between scans of the base path (0: once, negative: never)")
+    add("--max_num_load_retries", type=int, default=defaults.max_num_load_retries)
+    add("--load_retry_interval_micros", type=int, default=defaults.load_retry_interval_micros)
+    for name in ("enable_model_warmup", "enable_grpc_healthcheck_service"):
+        add(f"--{name}", type=_bool_flag, nargs="?", const=True, default=getattr(defaults, name))
+    add("--num_request_iterations_for_warmup", type=int, default=0)
+    add("--rest_api_num_threads", type=int, default=0, help="REST worker threads (0: 4 x CPUs)")
+    add("--rest_api_timeout_in_ms", type=int, default=defaults.rest_api_timeout_in_ms)
+    add("--bind_address", default=defaults.bind_address,
+        help="local server only: address to bind both ports to (default: all interfaces)")
+    add("--max_request_bytes", type=int, default=defaults.max_request_bytes,
+        help="local server only: largest accepted request body or gRPC message")
+    for name in IGNORED_FLAGS:
+        add(f"--{name}", default=None, nargs="?", const="true", help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_options(argv: list[str] | None) -> ServerOptions:
+    args = build_parser().parse_args(argv)
+    for name in IGNORED_FLAGS:
+        if getattr(args, name) is not None:
+            logger.warning("--%s is not implemented by the local server; ignored", name)
+    fields = ServerOptions.__dataclass_fields__
+    return ServerOptions(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        options = parse_options(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        server = ModelServer(options)
+        stop_requested = threading.Event()
+
+        def request_stop(signum: int, _frame: object) -> None:
+            logger.info("Received %s; shutting down", signal.Signals(signum).name)
+            stop_requested.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        server.start()
+    except StartupError as error:
+        print(f"Failed to start server. Error: {error}", file=sys.stdout, flush=True)
+        return EXIT_START_FAILED
+    while not stop_requested.wait(0.5):
+        pass
+    server.stop()
+    return 0

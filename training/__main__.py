@@ -1,0 +1,117 @@
+"""Command line: ``python -m training <command> ...``.
+
+Commands:
+    train       train on labelled reviews and export a new model version
+    demo-data   write the built-in demo set of short reviews as a CSV
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+from serving.contract import MODEL_BASE_DIR
+
+logger = logging.getLogger("training")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train, evaluate and export a model version")
+    train.add_argument(
+        "--data",
+        default="auto",
+        help="Kaggle CSV (plain or .gz) or aclImdb/ folder; 'auto' searches data/, then "
+        "downloads the official archive, then falls back to the demo set (default: auto)",
+    )
+    train.add_argument("--data-dir", type=Path, default=Path("data"), help="local data folder")
+    train.add_argument(
+        "--no-download", action="store_true", help="with --data auto, never use the network"
+    )
+    train.add_argument("--config", type=Path, help="JSON file of TrainConfig fields")
+    train.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path(MODEL_BASE_DIR),
+        help=f"model base path to export into (default: {MODEL_BASE_DIR})",
+    )
+    train.add_argument("--version", type=int, help="version number (default: highest + 1)")
+    # Each TrainConfig field can be overridden on the command line (kebab-case).
+    from training.config import TrainConfig
+
+    for field in dataclasses.fields(TrainConfig):
+        train.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=type(field.default),
+            default=None,
+            help=f"(default: {field.default})",
+        )
+
+    demo = commands.add_parser("demo-data", help="write the demo review set as CSV")
+    demo.add_argument("--out", type=Path, default=Path("data/demo/reviews.csv"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return EXIT_USAGE if exit_.code else EXIT_OK
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "demo-data":
+            from training.demo_data import write_demo_csv
+
+            print(f"Wrote {write_demo_csv(args.out)}")
+            return EXIT_OK
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_USAGE
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.config import TrainConfig
+    from training.evaluate import summary_line
+    from training.export import ExportError
+    from training.sources import resolve_data
+    from training.train import train_and_export
+
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    overrides = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(TrainConfig)
+        if getattr(args, field.name) is not None
+    }
+    config = config.replace(**overrides)
+    source = resolve_data(args.data, data_dir=args.data_dir, download=not args.no_download)
+    logger.info("Training data: %s", source.describe())
+    try:
+        result = train_and_export(source, config, args.model_dir, version=args.version)
+    except ExportError as error:
+        print(f"error: export failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    demo_note = " [DEMO DATA]" if source.is_demo else ""
+    print(
+        f"Exported version {result.version} to {result.export_path} in {result.seconds:.0f} s "
+        f"({result.epochs} epochs){demo_note}; validation: {summary_line(result.evaluation)}"
+    )
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

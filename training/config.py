@@ -1,0 +1,87 @@
+"""Configuration of a training run: one frozen dataclass, validated on creation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what model a training run produces.
+
+    The resolved config is written next to the exported model (``assets.extra/``), so every
+    version says how it was made.
+    """
+
+    # Seed for the split, weight initialisation, dropout and shuffling.
+    seed: int = 0
+    # Share of the reviews held out for validation (early stopping and the reported metrics).
+    validation_fraction: float = 0.2
+    # Longest n-gram; the vectoriser uses every length from 1 to this.
+    ngram_max: int = 2
+    # Number of n-grams kept by ANOVA F-value feature selection.
+    max_features: int = 20_000
+    # N-grams that occur in fewer training reviews are dropped before selection.
+    min_document_frequency: int = 2
+    # Dense layers in the MLP, the sigmoid output layer included.
+    num_layers: int = 2
+    # Width of each hidden Dense layer.
+    hidden_units: int = 64
+    # Dropout before every Dense layer.
+    dropout_rate: float = 0.2
+    # Adam learning rate.
+    learning_rate: float = 3e-3
+    # Reviews per gradient step.
+    batch_size: int = 128
+    # Upper bound on epochs; early stopping usually ends training sooner.
+    max_epochs: int = 30
+    # Epochs without a better validation loss before training stops (best weights restored).
+    early_stopping_patience: int = 2
+
+    def __post_init__(self) -> None:
+        checks = {
+            "validation_fraction must be in (0, 1)": 0.0 < self.validation_fraction < 1.0,
+            "ngram_max must be 1 or more": self.ngram_max >= 1,
+            "max_features must be 1 or more": self.max_features >= 1,
+            "min_document_frequency must be 1 or more": self.min_document_frequency >= 1,
+            "num_layers must be 1 or more": self.num_layers >= 1,
+            "hidden_units must be 1 or more": self.hidden_units >= 1,
+            "dropout_rate must be in [0, 1)": 0.0 <= self.dropout_rate < 1.0,
+            "learning_rate must be positive": self.learning_rate > 0.0,
+            "batch_size must be 1 or more": self.batch_size >= 1,
+            "max_epochs must be 1 or more": self.max_epochs >= 1,
+            "early_stopping_patience must be 0 or more": self.early_stopping_patience >= 0,
+        }
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError("invalid training config: " + "; ".join(failed))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (and validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Reads a JSON object of field names to values; unknown names are an error."""
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path}: cannot read a JSON training config: {error}") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a training config must be a JSON object")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"{path}: unknown training config key(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        return cls(**values)

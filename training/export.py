@@ -1,0 +1,204 @@
+"""Export a trained text model as a new numeric SavedModel version for TF Serving.
+
+This module is the only writer of model versions. A version is written into a hidden,
+non-numeric sibling folder (TF Serving ignores non-numeric names), verified by loading it the
+way TF Serving does, and only then renamed to ``<base>/<version>``: a server polling the base
+path never sees half a version, and an interrupted export leaves no numeric folder behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+from serving.contract import (
+    DECISION_THRESHOLD,
+    INPUT_KEY,
+    MODEL_NAME,
+    NEGATIVE_LABEL,
+    OUTPUT_LABEL,
+    OUTPUT_PROBABILITY,
+    POSITIVE_LABEL,
+    SIGNATURE_NAME,
+    WARMUP_FILE,
+    signature_problems,
+)
+from serving.model_server.bundle import PYTHON_ONLY_OPS, SessionBundle
+
+logger = logging.getLogger(__name__)
+
+# Staging folders are named .export-<version>-<pid>; the leading dot and the text make TF
+# Serving (and our local server) ignore them.
+STAGING_PATTERN = re.compile(r"^\.export-(\d+)-(\d+)$")
+# Reviews replayed by TF Serving before a version becomes AVAILABLE (first-request latency).
+WARMUP_REVIEWS = (
+    "A wonderful, moving film with brilliant acting. I loved every minute of it.",
+    "Dull, predictable and far too long. The worst film I have seen this year.",
+    "It was fine.",
+)
+# TF Serving replays every record --num_request_iterations_for_warmup times; a few suffice.
+WARMUP_RECORDS = 2
+
+
+class ExportError(Exception):
+    """The export could not be written or does not meet the serving contract."""
+
+
+def existing_versions(base_dir: str | Path) -> list[int]:
+    """Numeric version folders under ``base_dir``, as TF Serving would see them, ascending."""
+    base_dir = Path(base_dir)
+    if not base_dir.is_dir():
+        return []
+    versions = []
+    for child in base_dir.iterdir():
+        if child.is_dir() and child.name.isdigit():
+            versions.append(int(child.name))
+    return sorted(versions)
+
+
+def make_serving_function(text_model: keras.Model) -> tf.types.experimental.GenericFunction:
+    """The ``serving_default`` function: review strings [-1] to probability and label [-1]."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_KEY)])
+    def serve(review: tf.Tensor) -> dict[str, tf.Tensor]:
+        probability = tf.reshape(text_model(review, training=False), [-1])
+        label = tf.where(
+            probability >= DECISION_THRESHOLD,
+            tf.constant(POSITIVE_LABEL),
+            tf.constant(NEGATIVE_LABEL),
+        )
+        return {OUTPUT_PROBABILITY: probability, OUTPUT_LABEL: label}
+
+    return serve
+
+
+def export_model(
+    text_model: keras.Model,
+    base_dir: str | Path,
+    version: int | None = None,
+    extra_files: dict[str, dict] | None = None,
+) -> Path:
+    """Writes ``text_model`` as ``<base_dir>/<version>/`` and returns that path.
+
+    Args:
+        text_model: a Keras model from raw review strings to a [-1, 1] probability.
+        base_dir: the model base path TF Serving polls, e.g. ``models/imdb``.
+        version: the version number; default one more than the highest existing version.
+            An existing version is never overwritten.
+        extra_files: JSON documents written to ``assets.extra/<name>`` (training config,
+            evaluation), which TF Serving ignores and people read.
+
+    Raises:
+        ExportError: the version exists, or the written model breaks the serving contract.
+    """
+    base_dir = Path(base_dir)
+    base_dir.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_staging(base_dir)
+    if version is None:
+        version = (existing_versions(base_dir) or [0])[-1] + 1
+    if version < 1:
+        raise ExportError(f"model versions are positive integers, got {version}")
+    target = base_dir / str(version)
+    if target.exists():
+        raise ExportError(f"{target} already exists; versions are never overwritten")
+    staging = base_dir / f".export-{version}-{os.getpid()}"
+    try:
+        archive = keras.export.ExportArchive()
+        archive.track(text_model)
+        archive.add_endpoint(SIGNATURE_NAME, make_serving_function(text_model))
+        archive.write_out(str(staging), verbose=False)
+        _write_warmup_requests(staging / WARMUP_FILE)
+        for name, document in (extra_files or {}).items():
+            (staging / "assets.extra" / name).write_text(
+                json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            )
+        verify_export(staging)
+        # rename() is atomic on one file system and fails if another export took the number.
+        try:
+            staging.rename(target)
+        except OSError as error:
+            raise ExportError(f"cannot move the export into {target}: {error}") from error
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    logger.info("Exported version %d to %s", version, target)
+    return target
+
+
+def verify_export(path: str | Path) -> dict[str, np.ndarray]:
+    """Loads an export in a TF1 session as TF Serving does and checks it against the contract.
+
+    Returns:
+        The outputs for ``WARMUP_REVIEWS``, for logging and tests.
+
+    Raises:
+        ExportError: the signature, the ops or the outputs break the contract.
+    """
+    bundle = SessionBundle(path)
+    try:
+        if SIGNATURE_NAME not in bundle.signature_defs:
+            raise ExportError(f"{path}: no {SIGNATURE_NAME!r} signature")
+        problems = signature_problems(
+            {k: (v.dtype_name, v.shape) for k, v in bundle.inputs(SIGNATURE_NAME).items()},
+            {k: (v.dtype_name, v.shape) for k, v in bundle.outputs(SIGNATURE_NAME).items()},
+        )
+        python_ops = bundle.op_types() & PYTHON_ONLY_OPS
+        if python_ops:
+            problems.append(f"graph uses Python-only ops {sorted(python_ops)}")
+        if problems:
+            raise ExportError(f"{path}: breaks the serving contract: " + "; ".join(problems))
+        reviews = np.array(WARMUP_REVIEWS, dtype=object)
+        outputs = bundle.run(SIGNATURE_NAME, {INPUT_KEY: reviews})
+        probability = outputs[OUTPUT_PROBABILITY]
+        if probability.shape != (len(reviews),) or not np.all(
+            (probability >= 0.0) & (probability <= 1.0)
+        ):
+            raise ExportError(f"{path}: probabilities out of [0, 1] or misshaped: {probability}")
+        return outputs
+    finally:
+        bundle.close()
+
+
+def _write_warmup_requests(path: Path) -> None:
+    """TFRecord of PredictionLog records that TF Serving replays while loading the version."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    request = predict_pb2.PredictRequest(
+        model_spec=model_pb2.ModelSpec(name=MODEL_NAME, signature_name=SIGNATURE_NAME)
+    )
+    request.inputs[INPUT_KEY].CopyFrom(
+        tf.make_tensor_proto(np.array(WARMUP_REVIEWS, dtype=object), dtype=tf.string)
+    )
+    log = prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request)
+    )
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for _ in range(WARMUP_RECORDS):
+            writer.write(log.SerializeToString())
+
+
+def _remove_abandoned_staging(base_dir: Path) -> None:
+    """Deletes staging folders of exports whose process is gone (killed mid-export)."""
+    for child in base_dir.iterdir():
+        match = STAGING_PATTERN.match(child.name)
+        if match and not _process_alive(int(match.group(2))):
+            logger.warning("Removing %s, left by an interrupted export", child)
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
