@@ -1,9 +1,9 @@
 """Command line client: ``python -m serving <predict|status|metadata|smoke> ...``.
 
-    python -m serving predict --rest-url http://localhost:8501 "A great film" "Dreadful"
-    python -m serving predict --grpc-target localhost:8500 "A great film"
-    python -m serving status --rest-url http://localhost:8501
-    python -m serving smoke --rest-url http://localhost:8501 --grpc-target localhost:8500
+python -m serving predict --rest-url http://localhost:8501 "A great film" "Dreadful"
+python -m serving predict --grpc-target localhost:8500 "A great film"
+python -m serving status --rest-url http://localhost:8501
+python -m serving smoke --rest-url http://localhost:8501 --grpc-target localhost:8500
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 
 from serving.contract import MODEL_NAME
 
@@ -35,9 +36,37 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--json", action="store_true", help="print JSON")
         if name == "predict":
             command.add_argument("--label", help="a version label such as 'stable'")
-            command.add_argument("texts", nargs="+", help="reviews ('-' reads one per line from stdin)")
-    commands.add_parser("smoke", help="smoke-test an endpoint (see serving/smoke.py)", add_help=False)
+            command.add_argument(
+                "texts", nargs="+", help="reviews ('-' reads one per line from stdin)"
+            )
+    commands.add_parser(
+        "smoke", help="smoke-test an endpoint (see serving/smoke.py)", add_help=False
+    )
     return parser
+
+
+def _predict(client, args: argparse.Namespace) -> None:
+    texts = args.texts
+    if texts == ["-"]:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    predictions = client.predict(texts, version=args.version, label=args.label)
+    if args.json:
+        rows = [asdict(p) | {"review": t} for p, t in zip(predictions, texts, strict=True)]
+        print(json.dumps(rows, indent=1))
+        return
+    for prediction, text in zip(predictions, texts, strict=True):
+        shown = text if len(text) <= 70 else text[:67] + "..."
+        print(f"[{client.transport}] {prediction.label:<8} {prediction.probability:.4f}  {shown}")
+
+
+def _status(client, args: argparse.Namespace) -> None:
+    versions = client.status(args.version)
+    if args.json:
+        print(json.dumps([asdict(v) for v in versions], indent=1))
+        return
+    for v in versions:
+        error = f" ({v.error_code}: {v.error_message})" if v.error_code != "OK" else ""
+        print(f"[{client.transport}] version {v.version}: {v.state}{error}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,28 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     from serving.client import RequestError, make_client
 
     try:
-        client = make_client(args.rest_url, args.grpc_target, args.model_name, args.timeout)
-        with client:
+        with make_client(args.rest_url, args.grpc_target, args.model_name, args.timeout) as client:
             if args.command == "predict":
-                texts = args.texts
-                if texts == ["-"]:
-                    texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-                predictions = client.predict(texts, version=args.version, label=args.label)
-                if args.json:
-                    print(json.dumps([p.__dict__ | {"review": t} for p, t in zip(predictions, texts, strict=True)], indent=1))
-                for prediction, text in zip(predictions, texts, strict=True) if not args.json else ():
-                    shown = text if len(text) <= 70 else text[:67] + "..."
-                    print(f"[{client.transport}] {prediction.label:<8} {prediction.probability:.4f}  {shown}")
+                _predict(client, args)
             elif args.command == "status":
-                versions = client.status(args.version)
-                if args.json:
-                    print(json.dumps([v.__dict__ for v in versions], indent=1))
-                for v in versions if not args.json else ():
-                    error = f" ({v.error_code}: {v.error_message})" if v.error_code != "OK" else ""
-                    print(f"[{client.transport}] version {v.version}: {v.state}{error}")
+                _status(client, args)
             else:
-                metadata = client.metadata(args.version)
-                print(json.dumps(metadata.__dict__, indent=1, default=list))
+                print(json.dumps(asdict(client.metadata(args.version)), indent=1))
     except (RequestError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED

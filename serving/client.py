@@ -110,6 +110,10 @@ class SentimentClient(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> SentimentClient: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
@@ -123,14 +127,18 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return texts
 
 
-def _predictions(probabilities: Sequence[float], labels: Sequence[str], count: int) -> list[Prediction]:
+def _predictions(
+    probabilities: Sequence[float], labels: Sequence[str], count: int
+) -> list[Prediction]:
     if len(probabilities) != count or len(labels) != count:
         raise RequestError(
             "INTERNAL",
             f"server returned {len(probabilities)} probabilities and {len(labels)} labels "
             f"for {count} reviews",
         )
-    return [Prediction(float(p), str(label)) for p, label in zip(probabilities, labels, strict=True)]
+    return [
+        Prediction(float(p), str(label)) for p, label in zip(probabilities, labels, strict=True)
+    ]
 
 
 class RestClient:
@@ -184,7 +192,8 @@ class RestClient:
             message = document.get("error") if isinstance(document, dict) else None
             raise RequestError(
                 HTTP_STATUS_CODES.get(response.status_code, "UNKNOWN"),
-                message or f"HTTP {response.status_code} from {method} {url}: {response.text[:200]}",
+                message
+                or f"HTTP {response.status_code} from {method} {url}: {response.text[:200]}",
             )
         if document is None:
             raise RequestError("INTERNAL", f"{method} {url}: response is not JSON")
@@ -227,7 +236,9 @@ class RestClient:
         )
         rows = document.get("predictions")
         if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-            raise RequestError("INTERNAL", f"unexpected predict response: {json.dumps(document)[:200]}")
+            raise RequestError(
+                "INTERNAL", f"unexpected predict response: {json.dumps(document)[:200]}"
+            )
         return _predictions(
             [row.get(OUTPUT_PROBABILITY) for row in rows],
             [row.get(OUTPUT_LABEL) for row in rows],
@@ -364,7 +375,10 @@ class GrpcClient:
                 raise RequestError("INTERNAL", f"predict response has no {key!r} output")
         return _predictions(
             _float_values(response.outputs[OUTPUT_PROBABILITY]),
-            [value.decode("utf-8", errors="replace") for value in response.outputs[OUTPUT_LABEL].string_val],
+            [
+                value.decode("utf-8", errors="replace")
+                for value in response.outputs[OUTPUT_LABEL].string_val
+            ],
             len(texts),
         )
 
@@ -437,7 +451,9 @@ def wait_until_available(
                     "every version failed to load: "
                     + "; ".join(f"version {v.version}: {v.error_message}" for v in failed),
                 )
-            last_problem = ", ".join(f"version {v.version} {v.state}" for v in versions) or "no versions"
+            last_problem = (
+                ", ".join(f"version {v.version} {v.state}" for v in versions) or "no versions"
+            )
         except RequestError as error:
             if error.code == "FAILED_PRECONDITION":
                 raise

@@ -66,7 +66,10 @@ def signature_problems(
         An empty list when the signature matches ``EXPECTED_INPUTS`` and ``EXPECTED_OUTPUTS``.
     """
     problems = []
-    for kind, actual, expected in (("input", inputs, EXPECTED_INPUTS), ("output", outputs, EXPECTED_OUTPUTS)):
+    for kind, actual, expected in (
+        ("input", inputs, EXPECTED_INPUTS),
+        ("output", outputs, EXPECTED_OUTPUTS),
+    ):
         if set(actual) != set(expected):
             problems.append(
                 f"{kind} keys are {sorted(actual)}, the contract expects {sorted(expected)}"
@@ -75,7 +78,9 @@ def signature_problems(
             dtype, shape = actual[key]
             want_dtype, want_shape = expected[key]
             if dtype != want_dtype:
-                problems.append(f"{kind} {key!r} has dtype {dtype}, the contract expects {want_dtype}")
+                problems.append(
+                    f"{kind} {key!r} has dtype {dtype}, the contract expects {want_dtype}"
+                )
             if shape is None or tuple(shape) != want_shape:
                 problems.append(
                     f"{kind} {key!r} has shape {shape}, the contract expects {list(want_shape)}"

@@ -12,7 +12,13 @@ import argparse
 import sys
 import time
 
-from serving.client import Prediction, RequestError, SentimentClient, make_client, wait_until_available
+from serving.client import (
+    Prediction,
+    RequestError,
+    SentimentClient,
+    make_client,
+    wait_until_available,
+)
 from serving.contract import MODEL_NAME, NEGATIVE_LABEL, POSITIVE_LABEL, signature_problems
 
 CLEARLY_POSITIVE = (
@@ -27,7 +33,7 @@ CLEARLY_NEGATIVE = (
 AGREEMENT_TOLERANCE = 1e-5
 
 
-class SmokeFailure(Exception):
+class SmokeTestError(Exception):
     """A check failed; the message is the one-line reason."""
 
 
@@ -40,7 +46,9 @@ def check_endpoint(client: SentimentClient, deadline: float) -> tuple[int, list[
     metadata = client.metadata()
     problems = signature_problems(metadata.inputs, metadata.outputs)
     if problems:
-        raise SmokeFailure(f"[{client.transport}] signature breaks the contract: " + "; ".join(problems))
+        raise SmokeTestError(
+            f"[{client.transport}] signature breaks the contract: " + "; ".join(problems)
+        )
     print(f"[{client.transport}] signature matches the contract (version {metadata.version})")
     positive, negative = client.predict([CLEARLY_POSITIVE, CLEARLY_NEGATIVE])
     print(
@@ -48,12 +56,12 @@ def check_endpoint(client: SentimentClient, deadline: float) -> tuple[int, list[
         f"negative review -> {negative.label} ({negative.probability:.4f})"
     )
     if positive.label != POSITIVE_LABEL or negative.label != NEGATIVE_LABEL:
-        raise SmokeFailure(
+        raise SmokeTestError(
             f"[{client.transport}] wrong labels: clearly positive -> {positive.label}, "
             f"clearly negative -> {negative.label}"
         )
     if not positive.probability > negative.probability:
-        raise SmokeFailure(
+        raise SmokeTestError(
             f"[{client.transport}] positive review scored {positive.probability:.4f}, not above "
             f"the negative review's {negative.probability:.4f}"
         )
@@ -61,9 +69,13 @@ def check_endpoint(client: SentimentClient, deadline: float) -> tuple[int, list[
 
 
 def run(
-    rest_url: str | None, grpc_target: str | None, model_name: str, deadline_seconds: float, timeout: float
+    rest_url: str | None,
+    grpc_target: str | None,
+    model_name: str,
+    deadline_seconds: float,
+    timeout: float,
 ) -> None:
-    """All checks; raises SmokeFailure or RequestError with the reason."""
+    """All checks; raises SmokeTestError or RequestError with the reason."""
     deadline = time.monotonic() + deadline_seconds
     results = {}
     for rest, target in ((rest_url, None), (None, grpc_target)):
@@ -77,12 +89,16 @@ def run(
     if len(results) == 2:
         (rest_version, rest_predictions), (grpc_version, grpc_predictions) = results.values()
         if rest_version != grpc_version:
-            raise SmokeFailure(f"REST serves version {rest_version} but gRPC serves {grpc_version}")
-        for rest_prediction, grpc_prediction in zip(rest_predictions, grpc_predictions, strict=True):
+            raise SmokeTestError(
+                f"REST serves version {rest_version} but gRPC serves {grpc_version}"
+            )
+        for rest_prediction, grpc_prediction in zip(
+            rest_predictions, grpc_predictions, strict=True
+        ):
             if rest_prediction.label != grpc_prediction.label or (
                 abs(rest_prediction.probability - grpc_prediction.probability) > AGREEMENT_TOLERANCE
             ):
-                raise SmokeFailure(
+                raise SmokeTestError(
                     f"REST and gRPC disagree: {rest_prediction} vs {grpc_prediction}"
                 )
         print("REST and gRPC agree")
@@ -111,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run(args.rest_url, args.grpc_target, args.model_name, args.deadline, args.timeout)
-    except (SmokeFailure, RequestError, ValueError) as error:
+    except (SmokeTestError, RequestError, ValueError) as error:
         print(f"smoke test FAILED: {error}", file=sys.stderr)
         return 1
     print("smoke test passed")

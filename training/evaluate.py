@@ -24,7 +24,7 @@ def classification_report(labels: np.ndarray, probabilities: np.ndarray) -> dict
     predicted = (probabilities >= DECISION_THRESHOLD).astype(int)
     both_classes = len(np.unique(labels)) == 2
     return {
-        "num_samples": int(len(labels)),
+        "num_samples": len(labels),
         "accuracy": float(metrics.accuracy_score(labels, predicted)),
         "precision": float(metrics.precision_score(labels, predicted, zero_division=0)),
         "recall": float(metrics.recall_score(labels, predicted, zero_division=0)),

@@ -1,4 +1,7 @@
-"""``python -m serving.model_server --rest_api_port=8501 --model_name=imdb --model_base_path=...``"""
+"""Starts the local server.
+
+python -m serving.model_server --rest_api_port=8501 --model_name=imdb --model_base_path=...
+"""
 
 import sys
 

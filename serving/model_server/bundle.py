@@ -64,8 +64,8 @@ class SessionBundle:
         self._closed = threading.Event()
         try:
             with self._graph.as_default():
-                self.meta_graph: meta_graph_pb2.MetaGraphDef = (
-                    tf.compat.v1.saved_model.loader.load(self._session, list(tags), str(path))
+                self.meta_graph: meta_graph_pb2.MetaGraphDef = tf.compat.v1.saved_model.loader.load(
+                    self._session, list(tags), str(path)
                 )
         except Exception:
             self._session.close()

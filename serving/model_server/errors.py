@@ -1,4 +1,4 @@
-"""Errors with TensorFlow status codes, mapped to gRPC codes and HTTP statuses as TF Serving does."""
+"""Errors with TensorFlow status codes, mapped to gRPC codes and HTTP statuses like TF Serving."""
 
 from __future__ import annotations
 

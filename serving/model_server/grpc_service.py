@@ -173,4 +173,3 @@ def metadata_response(
     packed.Pack(signature_map)
     response.metadata[SIGNATURE_DEF_FIELD].CopyFrom(packed)
     return response
-

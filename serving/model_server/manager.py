@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
@@ -106,9 +105,7 @@ class ModelManager:
 
     def __init__(self, config: model_server_config_pb2.ModelServerConfig, settings: LoadSettings):
         self.settings = settings
-        self._models = {
-            model.name: ServedModel(model) for model in config.model_config_list.config
-        }
+        self._models = {model.name: ServedModel(model) for model in config.model_config_list.config}
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -169,7 +166,9 @@ class ModelManager:
     def model_names(self) -> list[str]:
         return list(self._models)
 
-    def lease(self, name: str, version: int | None = None, label: str | None = None) -> VersionLease:
+    def lease(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> VersionLease:
         """The version a request should run on, held until the lease is closed.
 
         Raises:
@@ -201,7 +200,9 @@ class ModelManager:
             return int(model.config.version_labels[label])
         raise invalid_argument(f"Unrecognized servable version label: {label}")
 
-    def status(self, name: str, version: int | None = None) -> get_model_status_pb2.GetModelStatusResponse:
+    def status(
+        self, name: str, version: int | None = None
+    ) -> get_model_status_pb2.GetModelStatusResponse:
         """GetModelStatus: every known version, highest first, or just ``version``."""
         with self._changed:
             model = self._models.get(name)
@@ -296,7 +297,11 @@ class ModelManager:
                 if number in model.aspired:
                     version.bundle, version.state = bundle, State.AVAILABLE
                     version.error_code, version.error_message = grpc.StatusCode.OK, ""
-                    logger.info("Successfully loaded servable version {name: %s version: %d}", model.name, number)
+                    logger.info(
+                        "Successfully loaded servable version {name: %s version: %d}",
+                        model.name,
+                        number,
+                    )
                 else:
                     bundle.close()
                     version.state = State.END
@@ -316,13 +321,21 @@ class ModelManager:
                 version.error_code, version.error_message = code, message
                 logger.error(
                     "Loading servable {name: %s version: %d} failed after %d attempt(s): %s",
-                    model.name, version.number, version.failed_attempts, message,
+                    model.name,
+                    version.number,
+                    version.failed_attempts,
+                    message,
                 )
             else:
-                version.next_attempt_at = time.monotonic() + self.settings.load_retry_interval_seconds
+                version.next_attempt_at = (
+                    time.monotonic() + self.settings.load_retry_interval_seconds
+                )
                 logger.warning(
                     "Loading servable {name: %s version: %d} failed (%s); retrying in %.1f s",
-                    model.name, version.number, message, self.settings.load_retry_interval_seconds,
+                    model.name,
+                    version.number,
+                    message,
+                    self.settings.load_retry_interval_seconds,
                 )
             self._changed.notify_all()
 
@@ -346,11 +359,18 @@ class ModelManager:
                     version.bundle.close()
                 version.bundle = None
                 version.state = State.END
-                logger.info("Unloaded servable version {name: %s version: %d}", model.name, version.number)
+                logger.info(
+                    "Unloaded servable version {name: %s version: %d}", model.name, version.number
+                )
                 self._changed.notify_all()
 
     def _load(self, model: ServedModel, version: Version) -> SessionBundle:
-        logger.info("Loading servable version {name: %s version: %d} from %s", model.name, version.number, version.path)
+        logger.info(
+            "Loading servable version {name: %s version: %d} from %s",
+            model.name,
+            version.number,
+            version.path,
+        )
         bundle = SessionBundle(version.path)
         try:
             if self.settings.enable_model_warmup:
@@ -361,7 +381,7 @@ class ModelManager:
         return bundle
 
     def _warm_up(self, bundle: SessionBundle) -> None:
-        """Replays the version's warmup PredictionLog records, as TF Serving does before AVAILABLE."""
+        """Replays the warmup PredictionLog records of a version, as TF Serving does on load."""
         path = bundle.path / WARMUP_FILE
         if not path.exists():
             logger.info("No warmup data file found at %s", path)
@@ -393,7 +413,11 @@ class ModelManager:
                 )
             for _ in range(max(1, self.settings.num_request_iterations_for_warmup)):
                 predict_with_bundle(bundle, log.predict_log.request)
-        logger.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.", path, len(records))
+        logger.info(
+            "Finished reading warmup data for model at %s. Number of warmup records read: %d.",
+            path,
+            len(records),
+        )
 
 
 def _is_version_name(name: str) -> bool:
@@ -413,7 +437,9 @@ def _aspired_versions(config: model_server_config_pb2.ModelConfig, on_disk: list
     if choice == "specific":
         wanted = set(policy.specific.versions)
         for missing in sorted(wanted - set(on_disk)):
-            logger.warning("Version %d of servable %s was not found in the file system", missing, config.name)
+            logger.warning(
+                "Version %d of servable %s was not found in the file system", missing, config.name
+            )
         return wanted & set(on_disk)
     count = max(1, policy.latest.num_versions) if choice == "latest" else 1
     return set(on_disk[-count:])

@@ -59,10 +59,11 @@ def run_signature(
         extra = sorted(set(inputs) - set(expected_inputs))
         missing = sorted(set(expected_inputs) - set(inputs))
         if len(inputs) != len(expected_inputs):
+            sent, wanted = ",".join(sorted(inputs)), ",".join(sorted(expected_inputs))
             raise invalid_argument(
                 f"input size does not match signature: {len(inputs)}!={len(expected_inputs)} "
-                f"len({{{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(expected_inputs))}}})."
-                f" Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
+                f"len({{{sent}}}) != len({{{wanted}}}). Sent extra: {{{','.join(extra)}}}. "
+                f"Missing but required: {{{','.join(missing)}}}."
             )
         raise invalid_argument(
             f"input tensor alias not found in signature: {','.join(extra)}. Inputs expected to "

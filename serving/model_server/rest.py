@@ -113,7 +113,10 @@ class RestApi:
 
         unpacked = get_model_metadata_pb2.SignatureDefMap()
         signature_map.Unpack(unpacked)
-        options = {"preserving_proto_field_name": True, "always_print_fields_with_no_presence": True}
+        options = {
+            "preserving_proto_field_name": True,
+            "always_print_fields_with_no_presence": True,
+        }
         return _json_bytes(
             {
                 "model_spec": json_format.MessageToDict(response.model_spec, **options),
@@ -154,7 +157,7 @@ class RestApi:
         if has_instances:
             return _encode_rows(outputs)
         if len(outputs) == 1:
-            (key, value), = outputs.items()
+            ((key, value),) = outputs.items()
             return b'{"outputs": ' + _encode_tensor(value, key).encode() + b"}"
         parts = [f"{json.dumps(k)}: {_encode_tensor(v, k)}" for k, v in outputs.items()]
         return ('{"outputs": {' + ", ".join(parts) + "}}").encode()
@@ -198,7 +201,9 @@ def _parse_json(body: bytes) -> Any:
             f"JSON Parse error: Invalid encoding in string. at offset: {error.start}"
         ) from error
     except json.JSONDecodeError as error:
-        raise invalid_argument(f"JSON Parse error: Invalid value. at offset: {error.pos}") from error
+        raise invalid_argument(
+            f"JSON Parse error: Invalid value. at offset: {error.pos}"
+        ) from error
     except RecursionError as error:
         raise invalid_argument("JSON Parse error: The document nests too deeply") from error
 
@@ -216,7 +221,9 @@ def _is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and "b64" in value
 
 
-def _row_inputs(bundle: SessionBundle, signature_name: str, document: dict) -> dict[str, np.ndarray]:
+def _row_inputs(
+    bundle: SessionBundle, signature_name: str, document: dict
+) -> dict[str, np.ndarray]:
     instances = document["instances"]
     if not isinstance(instances, list):
         raise invalid_argument(
@@ -237,7 +244,9 @@ def _row_inputs(bundle: SessionBundle, signature_name: str, document: dict) -> d
         element_named = isinstance(element, dict) and not _is_b64(element)
         if element_named != named:
             wanted, got = ("object", "list") if named else ("value/list", "object")
-            raise invalid_argument(f"Expecting {wanted} but got {got} at item {index} of input list")
+            raise invalid_argument(
+                f"Expecting {wanted} but got {got} at item {index} of input list"
+            )
         values = element if named else {next(iter(specs)): element}
         for key in values:
             if key not in specs:
@@ -268,7 +277,9 @@ def _row_inputs(bundle: SessionBundle, signature_name: str, document: dict) -> d
     return {key: np.stack(arrays) for key, arrays in columns.items()}
 
 
-def _columnar_inputs(bundle: SessionBundle, signature_name: str, value: Any) -> dict[str, np.ndarray]:
+def _columnar_inputs(
+    bundle: SessionBundle, signature_name: str, value: Any
+) -> dict[str, np.ndarray]:
     specs = bundle.inputs(signature_name)
     if isinstance(value, dict) and not _is_b64(value):
         inputs = {}
@@ -284,7 +295,7 @@ def _columnar_inputs(bundle: SessionBundle, signature_name: str, value: Any) -> 
         raise invalid_argument(
             f"'inputs' must be an object naming each of the inputs {sorted(specs)}"
         )
-    (key, spec), = specs.items()
+    ((key, spec),) = specs.items()
     return {key: _to_array(value, spec.dtype)}
 
 
@@ -340,9 +351,9 @@ def _convert_scalar(value: Any, dtype: tf.dtypes.DType) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return value
     elif dtype.is_integer:
-        if isinstance(value, int) and not isinstance(value, bool):
-            if dtype.min <= value <= dtype.max:
-                return value
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if is_int and dtype.min <= value <= dtype.max:
+            return value
     elif dtype == tf.bool:
         if isinstance(value, bool):
             return value
@@ -393,12 +404,14 @@ def _encode_rows(outputs: dict[str, np.ndarray]) -> bytes:
             f"{max(sizes)}"
         )
     if len(outputs) == 1:
-        (key, value), = outputs.items()
+        ((key, value),) = outputs.items()
         rows = [_encode_tensor(value[i], key) for i in range(value.shape[0])]
     else:
         count = next(iter(sizes), 0)
         rows = [
-            "{" + ", ".join(f"{json.dumps(k)}: {_encode_tensor(v[i], k)}" for k, v in outputs.items()) + "}"
+            "{"
+            + ", ".join(f"{json.dumps(k)}: {_encode_tensor(v[i], k)}" for k, v in outputs.items())
+            + "}"
             for i in range(count)
         ]
     return ('{"predictions": [' + ", ".join(rows) + "]}").encode()

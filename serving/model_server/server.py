@@ -187,7 +187,9 @@ class ModelServer:
 
     def _start_grpc(self, options: ServerOptions) -> None:
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max(8, 4 * _cpu_count()), thread_name_prefix="grpc"),
+            futures.ThreadPoolExecutor(
+                max_workers=max(8, 4 * _cpu_count()), thread_name_prefix="grpc"
+            ),
             options=[
                 ("grpc.max_receive_message_length", options.max_request_bytes),
                 ("grpc.max_send_message_length", -1),
@@ -196,10 +198,16 @@ class ModelServer:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(self.manager), server
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.manager), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.manager), server
+        )
         if options.enable_grpc_healthcheck_service:
             health_servicer = health.HealthServicer()
-            for service in ("", "tensorflow.serving.ModelService", "tensorflow.serving.PredictionService"):
+            for service in (
+                "",
+                "tensorflow.serving.ModelService",
+                "tensorflow.serving.PredictionService",
+            ):
                 health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         self.grpc_port = server.add_insecure_port(f"{options.bind_address}:{options.port}")
@@ -224,7 +232,8 @@ class ModelServer:
             )
         except OSError as error:
             raise StartupError(
-                f"Failed to start HTTP Server at {options.bind_address}:{options.rest_api_port}: {error}"
+                f"Failed to start HTTP Server at {options.bind_address}:"
+                f"{options.rest_api_port}: {error}"
             ) from error
         self.rest_port = int(self._rest_server.effective_port)
         self._rest_thread = threading.Thread(target=self._rest_server.run, name="rest", daemon=True)
@@ -277,8 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--model_name", default=defaults.model_name, help="name of the single model")
     add("--model_base_path", default=defaults.model_base_path, help="folder of version folders")
     add("--model_config_file", default="", help="text-format ModelServerConfig")
-    add("--file_system_poll_wait_seconds", type=float, default=defaults.file_system_poll_wait_seconds,
-        help="seconds between scans of the base path (0: once, negative: never)")
+    add(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=defaults.file_system_poll_wait_seconds,
+        help="seconds between scans of the base path (0: once, negative: never)",
+    )
     add("--max_num_load_retries", type=int, default=defaults.max_num_load_retries)
     add("--load_retry_interval_micros", type=int, default=defaults.load_retry_interval_micros)
     for name in ("enable_model_warmup", "enable_grpc_healthcheck_service"):
@@ -286,10 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--num_request_iterations_for_warmup", type=int, default=0)
     add("--rest_api_num_threads", type=int, default=0, help="REST worker threads (0: 4 x CPUs)")
     add("--rest_api_timeout_in_ms", type=int, default=defaults.rest_api_timeout_in_ms)
-    add("--bind_address", default=defaults.bind_address,
-        help="local server only: address to bind both ports to (default: all interfaces)")
-    add("--max_request_bytes", type=int, default=defaults.max_request_bytes,
-        help="local server only: largest accepted request body or gRPC message")
+    add(
+        "--bind_address",
+        default=defaults.bind_address,
+        help="local server only: address to bind both ports to (default: all interfaces)",
+    )
+    add(
+        "--max_request_bytes",
+        type=int,
+        default=defaults.max_request_bytes,
+        help="local server only: largest accepted request body or gRPC message",
+    )
     for name in IGNORED_FLAGS:
         add(f"--{name}", default=None, nargs="?", const="true", help=argparse.SUPPRESS)
     return parser
