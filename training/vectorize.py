@@ -10,6 +10,7 @@ test checks that they produce the same n-gram counts.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import keras
@@ -108,9 +109,13 @@ def select_vocabulary(
             f"no n-gram occurs in {min_document_frequency} or more training reviews; "
             "lower min_document_frequency or provide more data"
         )
-    scores, _ = f_classif(counts, labels)
-    # Constant features give NaN scores; they carry no information.
-    scores = np.nan_to_num(scores, nan=0.0)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        # Perfectly separating n-grams divide by a zero within-class variance (score inf) and
+        # constant ones give NaN; both are expected on small data.
+        warnings.simplefilter("ignore", UserWarning)
+        scores, _ = f_classif(counts, labels)
+    # Constant features carry no information; perfect separators rank first.
+    scores = np.nan_to_num(scores, nan=0.0, posinf=np.finfo(np.float64).max)
     # Stable sort on (-score, name) so that the same data gives the same vocabulary.
     names = counter.get_feature_names_out()
     order = np.lexsort((names, -scores))[:max_features]

@@ -1,0 +1,75 @@
+"""The serving contract module and the files outside Python that must agree with it."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+
+from serving import contract
+from tests.conftest import PROJECT_ROOT
+
+GOOD_INPUTS = {"review": ("DT_STRING", (-1,))}
+GOOD_OUTPUTS = {"probability": ("DT_FLOAT", (-1,)), "label": ("DT_STRING", (-1,))}
+
+
+def test_names():
+    assert contract.MODEL_NAME == "imdb"
+    assert contract.INPUT_KEY == "review"
+    assert set(contract.OUTPUT_KEYS) == {"probability", "label"}
+    assert contract.LABELS == ("negative", "positive")
+    assert (contract.GRPC_PORT, contract.REST_PORT) == (8500, 8501)
+
+
+def test_contract_module_has_no_imports():
+    tree = ast.parse((PROJECT_ROOT / "serving" / "contract.py").read_text())
+    assert not [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
+
+
+def test_matching_signature_has_no_problems():
+    assert contract.signature_problems(GOOD_INPUTS, GOOD_OUTPUTS) == []
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "expected"),
+    [
+        ({"review": ("DT_FLOAT", (-1,))}, GOOD_OUTPUTS, "input 'review' has dtype DT_FLOAT"),
+        ({"review": ("DT_STRING", (-1, 1))}, GOOD_OUTPUTS, "has shape (-1, 1)"),
+        ({"text": ("DT_STRING", (-1,))}, GOOD_OUTPUTS, "input keys are ['text']"),
+        (GOOD_INPUTS, {"output_0": ("DT_FLOAT", (-1, 1))}, "output keys are ['output_0']"),
+        (GOOD_INPUTS, {**GOOD_OUTPUTS, "label": ("DT_STRING", None)}, "has shape None"),
+    ],
+)
+def test_problems_are_named(inputs, outputs, expected):
+    problems = contract.signature_problems(inputs, outputs)
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_dockerfile_agrees_with_contract():
+    dockerfile = (PROJECT_ROOT / "docker" / "Dockerfile").read_text()
+    assert f"ENV MODEL_NAME={contract.MODEL_NAME}" in dockerfile
+    assert f'"--model_name={contract.MODEL_NAME}"' in dockerfile
+    assert f'"--model_base_path={contract.CONTAINER_MODEL_BASE_PATH}"' in dockerfile
+    assert f'"--port={contract.GRPC_PORT}"' in dockerfile
+    assert f'"--rest_api_port={contract.REST_PORT}"' in dockerfile
+    assert f"EXPOSE {contract.GRPC_PORT} {contract.REST_PORT}" in dockerfile
+    assert "models/imdb/${MODEL_VERSION}" in dockerfile
+    assert re.search(r"^FROM \$\{TF_SERVING_IMAGE\}$", dockerfile, re.MULTILINE)
+    tag = re.search(r"^ARG TF_SERVING_IMAGE=tensorflow/serving:(\S+)$", dockerfile, re.MULTILINE)
+    assert tag and tag.group(1) != "latest"
+
+
+def test_serving_image_is_not_older_than_the_exporting_tensorflow():
+    dockerfile = (PROJECT_ROOT / "docker" / "Dockerfile").read_text()
+    serving = re.search(r"tensorflow/serving:(\d+)\.(\d+)\.(\d+)", dockerfile).groups()
+    lock = (PROJECT_ROOT / "requirements.lock").read_text()
+    exporter = re.search(r"^tensorflow==(\d+)\.(\d+)\.(\d+)$", lock, re.MULTILINE).groups()
+    assert tuple(map(int, serving[:2])) >= tuple(map(int, exporter[:2]))
+
+
+def test_compose_agrees_with_contract():
+    compose = (PROJECT_ROOT / "docker" / "docker-compose.yml").read_text()
+    assert f'"127.0.0.1:{contract.GRPC_PORT}:{contract.GRPC_PORT}"' in compose
+    assert f'"127.0.0.1:{contract.REST_PORT}:{contract.REST_PORT}"' in compose
+    assert f"/v1/models/{contract.MODEL_NAME} " in compose
