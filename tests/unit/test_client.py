@@ -165,7 +165,7 @@ def test_wait_returns_once_available():
 def test_wait_fails_fast_when_every_version_failed():
     client = FakeClient([[VersionStatus(1, "END", "NOT_FOUND", "no saved_model.pb")]])
     started = time.monotonic()
-    with pytest.raises(RequestError, match="no saved_model.pb") as error:
+    with pytest.raises(RequestError, match=r"no saved_model\.pb") as error:
         wait_until_available(client, 30, poll_seconds=0.01)
     assert error.value.code == "FAILED_PRECONDITION"
     assert time.monotonic() - started < 5

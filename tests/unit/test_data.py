@@ -111,7 +111,7 @@ class TestAclImdb:
             data.load_reviews(root)
         (root / "train" / "pos" / "0_7.txt").write_text("fine")
         (root / "train" / "pos" / "notes.txt").write_text("x")
-        with pytest.raises(ValueError, match="notes.txt: not named"):
+        with pytest.raises(ValueError, match=r"notes\.txt: not named"):
             data.load_reviews(root)
 
 
