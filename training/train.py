@@ -82,11 +82,15 @@ def train_and_export(
     classifier = build_classifier(vectorizer.vocabulary_size(), config)
     history = classifier.fit(
         train_features.unbatch()
+        # unbatch() forgets the length; Keras needs it to know where an epoch ends.
+        .apply(tf.data.experimental.assert_cardinality(len(train_texts)))
         .shuffle(len(train_texts), seed=config.seed, reshuffle_each_iteration=True)
         .batch(config.batch_size)
         .prefetch(tf.data.AUTOTUNE),
         validation_data=validation_features,
         epochs=config.max_epochs,
+        # The tf.data pipeline above shuffles; Keras cannot shuffle a dataset itself.
+        shuffle=False,
         callbacks=[
             keras.callbacks.EarlyStopping(
                 monitor="val_loss",

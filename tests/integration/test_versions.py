@@ -1,0 +1,176 @@
+"""Version lifecycle of the local server: polling, availability preservation, failures, labels."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from serving.client import GrpcClient, RequestError, RestClient
+from serving.model_server.server import ModelServer, ServerOptions, StartupError
+from tests.conftest import free_port
+
+POSITIVE = "A wonderful, brilliant film. I loved every minute of it."
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+def add_version(exported_version: Path, base: Path, number: int) -> None:
+    """Copies a version in the way export does: into a hidden folder, then one rename."""
+    staging = base / f".copy-{number}"
+    shutil.copytree(exported_version, staging)
+    staging.rename(base / str(number))
+
+
+def add_broken_version(base: Path, number: int) -> None:
+    (base / str(number)).mkdir()
+    (base / str(number) / "saved_model.pb").write_bytes(b"this is not a protobuf")
+
+
+def make_server(**options) -> ModelServer:
+    defaults = dict(
+        port=free_port(),
+        rest_api_port=free_port(),
+        model_name="imdb",
+        bind_address="127.0.0.1",
+        file_system_poll_wait_seconds=0.2,
+        max_num_load_retries=1,
+        load_retry_interval_micros=100_000,
+    )
+    return ModelServer(ServerOptions(**(defaults | options)))
+
+
+def states(client: RestClient) -> dict[int, str]:
+    return {v.version: v.state for v in client.status()}
+
+
+def served_version(server: ModelServer, **spec) -> int:
+    with GrpcClient(f"127.0.0.1:{server.grpc_port}") as client:
+        client.predict([POSITIVE], **spec)
+        return client.metadata(spec.get("version")).version
+
+
+def test_new_versions_replace_old_ones_and_failures_keep_the_old_one(tmp_path, exported_version):
+    base = tmp_path / "imdb"
+    base.mkdir()
+    add_version(exported_version, base, 1)
+    (base / "tmp").mkdir()
+    (base / "1.partial").mkdir()
+    server = make_server(model_base_path=str(base))
+    server.start(load_timeout=60)
+    try:
+        rest = RestClient(f"http://127.0.0.1:{server.rest_port}")
+        assert states(rest) == {1: "AVAILABLE"}
+
+        add_version(exported_version, base, 2)
+        wait_for(lambda: states(rest) == {2: "AVAILABLE", 1: "END"})
+        assert [v.version for v in rest.status()] == [2, 1]  # highest first
+        assert served_version(server) == 2
+
+        add_broken_version(base, 3)
+        wait_for(lambda: states(rest).get(3) == "END")
+        (broken,) = [v for v in rest.status() if v.version == 3]
+        assert broken.error_code != "OK" and broken.error_message
+        # Availability preserving: the failed version never replaced the working one.
+        assert states(rest)[2] == "AVAILABLE"
+        assert rest.predict([POSITIVE])[0].label == "positive"
+
+        for child in base.iterdir():
+            shutil.rmtree(child)
+        wait_for(lambda: "AVAILABLE" not in states(rest).values())
+        with pytest.raises(RequestError) as error:
+            rest.predict([POSITIVE])
+        assert error.value.code == "NOT_FOUND"
+    finally:
+        server.stop(grace_seconds=1)
+
+
+def test_startup_fails_when_the_only_version_cannot_load(tmp_path):
+    base = tmp_path / "imdb"
+    base.mkdir()
+    add_broken_version(base, 1)
+    server = make_server(model_base_path=str(base), max_num_load_retries=0)
+    with pytest.raises(StartupError, match=r"1 servable\(s\) did not become available"):
+        server.start(load_timeout=60)
+
+
+def test_ports_stay_closed_while_no_version_exists(tmp_path):
+    base = tmp_path / "imdb"
+    base.mkdir()
+    server = make_server(model_base_path=str(base))
+    with pytest.raises(TimeoutError):
+        server.start(load_timeout=1)
+    assert server.rest_port is None and server.grpc_port is None
+    server.stop()
+
+
+def test_model_config_file_with_policy_and_labels(tmp_path, exported_version):
+    base = tmp_path / "imdb"
+    base.mkdir()
+    for number in (1, 2, 3):
+        add_version(exported_version, base, number)
+    config = tmp_path / "models.config"
+    config.write_text(
+        f"""
+        model_config_list {{
+          config {{
+            name: "imdb"
+            base_path: "{base}"
+            model_platform: "tensorflow"
+            model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
+            version_labels {{ key: "stable" value: 1 }}
+            version_labels {{ key: "canary" value: 2 }}
+          }}
+        }}
+        """
+    )
+    server = make_server(model_config_file=str(config))
+    server.start(load_timeout=60)
+    try:
+        rest = RestClient(f"http://127.0.0.1:{server.rest_port}")
+        wait_for(lambda: states(rest) == {2: "AVAILABLE", 1: "AVAILABLE"})
+        assert served_version(server) == 2
+        assert served_version(server, version=1) == 1
+        with GrpcClient(f"127.0.0.1:{server.grpc_port}") as grpc_client:
+            assert grpc_client.predict([POSITIVE], label="stable")[0].label == "positive"
+        assert rest.predict([POSITIVE], label="canary")[0].label == "positive"
+        with pytest.raises(RequestError, match="Unrecognized servable version label: beta"):
+            rest.predict([POSITIVE], label="beta")
+        with pytest.raises(RequestError) as error:
+            rest.predict([POSITIVE], version=3)
+        assert error.value.code == "NOT_FOUND"
+    finally:
+        server.stop(grace_seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            "model_config_list { config { name: 'imdb' base_path: 'relative' "
+            "model_platform: 'tensorflow' } }",
+            "to have an absolute path",
+        ),
+        ("model_config_list { config { name: 'imdb' base_path: '/m' } }", "model_platform"),
+        (
+            "model_config_list { config { name: 'a' base_path: '/m' model_platform: 'tensorflow' } "
+            "config { name: 'a' base_path: '/n' model_platform: 'tensorflow' } }",
+            "multiple times",
+        ),
+        ("model_config_list { config { nme: 'imdb' } }", "Invalid protobuf file"),
+    ],
+)
+def test_bad_model_config_files_are_refused(tmp_path, config, message):
+    path = tmp_path / "models.config"
+    path.write_text(config)
+    with pytest.raises(StartupError, match=message):
+        make_server(model_config_file=str(path))
