@@ -11,7 +11,9 @@ read -r MODEL_NAME DEFAULT_GRPC DEFAULT_REST < <("$PY" -c \
   'from serving import contract as c; print(c.MODEL_NAME, c.GRPC_PORT, c.REST_PORT)')
 REST_PORT=${REST_PORT:-$DEFAULT_REST}
 GRPC_PORT=${GRPC_PORT:-$DEFAULT_GRPC}
-MODEL_DIR="models/$MODEL_NAME"
+# The demo keeps its versions apart from models/imdb (make train's), so that a demo model never
+# becomes the latest version that make serve and make docker-build pick up.
+MODEL_DIR=${DEMO_MODEL_DIR:-artifacts/demo/models/$MODEL_NAME}
 REST_URL="http://127.0.0.1:$REST_PORT"
 GRPC_TARGET="127.0.0.1:$GRPC_PORT"
 # Seconds to wait for the server to load the model and open its ports.
@@ -27,7 +29,7 @@ version=$(ls "$MODEL_DIR" | grep -E '^[0-9]+$' | sort -n | tail -n 1)
 mkdir -p artifacts
 if docker info >/dev/null 2>&1; then
   step "Serving version $version with tensorflow/serving (docker compose)"
-  export MODEL_VERSION=$version
+  export MODEL_VERSION=$version MODEL_DIR
   compose=(docker compose -f docker/docker-compose.yml)
   "${compose[@]}" up --detach --build
   trap '"${compose[@]}" down' EXIT

@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # TensorFlow's Python logger narrates every save and restore at INFO.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     try:
         if args.command == "train":
             return _train(args)

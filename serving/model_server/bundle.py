@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.python.util import deprecation
 
 from serving.contract import SAVED_MODEL_TAG
 
@@ -63,7 +64,8 @@ class SessionBundle:
         self._session = tf.compat.v1.Session(graph=self._graph)
         self._closed = threading.Event()
         try:
-            with self._graph.as_default():
+            # The TF1 loader is deprecated for Python users, and exactly what TF Serving runs.
+            with self._graph.as_default(), deprecation.silence():
                 self.meta_graph: meta_graph_pb2.MetaGraphDef = tf.compat.v1.saved_model.loader.load(
                     self._session, list(tags), str(path)
                 )

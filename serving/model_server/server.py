@@ -328,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # TensorFlow's Python logger narrates every restore at INFO.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     try:
         options = parse_options(argv)
     except SystemExit as exit_:

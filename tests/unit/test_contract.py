@@ -54,7 +54,8 @@ def test_dockerfile_agrees_with_contract():
     assert f'"--port={contract.GRPC_PORT}"' in dockerfile
     assert f'"--rest_api_port={contract.REST_PORT}"' in dockerfile
     assert f"EXPOSE {contract.GRPC_PORT} {contract.REST_PORT}" in dockerfile
-    assert "models/imdb/${MODEL_VERSION}" in dockerfile
+    assert f"ARG MODEL_DIR={contract.MODEL_BASE_DIR}\n" in dockerfile
+    assert f"${{MODEL_DIR}}/${{MODEL_VERSION}} {contract.CONTAINER_MODEL_BASE_PATH}/" in dockerfile
     assert re.search(r"^FROM \$\{TF_SERVING_IMAGE\}$", dockerfile, re.MULTILINE)
     tag = re.search(r"^ARG TF_SERVING_IMAGE=tensorflow/serving:(\S+)$", dockerfile, re.MULTILINE)
     assert tag and tag.group(1) != "latest"
