@@ -193,9 +193,24 @@ def test_bad_startup_exits_255_with_tf_serving_message(tmp_path):
     assert "Failed to start server. Error:" in result.stdout
 
 
-def test_unknown_flag_is_a_usage_error_and_known_flags_are_accepted(tmp_path):
+def test_unknown_flag_is_a_usage_error_and_known_flags_are_accepted(caplog):
     result = run_python("-m", "serving.model_server", "--no_such_flag=1")
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+
+    from serving.model_server.server import parse_options
+
+    options = parse_options(
+        [
+            "--rest_api_port=1",
+            "--enable_batching",
+            "--grpc_channel_arguments=grpc.max_connection_age_ms=30000",
+            "--enable_model_warmup=false",
+            "--model_base_path=/m",
+        ]
+    )
+    assert options.rest_api_port == 1 and options.enable_model_warmup is False
+    assert "--enable_batching is not implemented by the local server; ignored" in caplog.text
+    assert "--grpc_channel_arguments is not implemented" in caplog.text
 
 
 def test_train_cli_exports_a_version(tmp_path, demo_csv):
