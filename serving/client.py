@@ -136,9 +136,14 @@ def _predictions(
             f"server returned {len(probabilities)} probabilities and {len(labels)} labels "
             f"for {count} reviews",
         )
-    return [
-        Prediction(float(p), str(label)) for p, label in zip(probabilities, labels, strict=True)
-    ]
+    predictions = []
+    for probability, label in zip(probabilities, labels, strict=True):
+        if not isinstance(probability, int | float) or not isinstance(label, str):
+            raise RequestError(
+                "INTERNAL", f"malformed prediction: probability {probability!r}, label {label!r}"
+            )
+        predictions.append(Prediction(float(probability), label))
+    return predictions
 
 
 class RestClient:

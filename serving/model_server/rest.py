@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
+from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving.model_server.bundle import SessionBundle
 from serving.model_server.errors import ServingError, invalid_argument
@@ -109,8 +110,6 @@ class RestApi:
         with self._manager.lease(name, version, label) as lease:
             response = metadata_response(name, lease)
         signature_map = response.metadata["signature_def"]
-        from tensorflow_serving.apis import get_model_metadata_pb2
-
         unpacked = get_model_metadata_pb2.SignatureDefMap()
         signature_map.Unpack(unpacked)
         options = {

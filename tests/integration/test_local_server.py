@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -465,3 +467,32 @@ def test_clients_agree_across_transports(rest_url, grpc_target):
     for a, b in zip(rest_predictions, grpc_predictions, strict=True):
         assert a.label == b.label
         assert a.probability == pytest.approx(b.probability, abs=1e-6)
+
+
+def test_oversized_grpc_message_is_refused_and_server_survives(channel, local_server):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "imdb"
+    count = local_server.options.max_request_bytes // 1000 + 10
+    request.inputs["review"].CopyFrom(string_tensor(["x" * 1000] * count))
+    assert grpc_error(stub.Predict, request).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    request.inputs["review"].CopyFrom(string_tensor([POSITIVE]))
+    assert stub.Predict(request, timeout=30).outputs["label"].string_val == [b"positive"]
+
+
+def test_garbage_on_the_sockets_does_not_take_the_server_down(local_server, model_url):
+    payloads = [
+        b"\x00\xff" * 5000,
+        b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n",
+        b"POST /v1 HTTP/9\r\n",
+    ]
+    for port in (local_server.rest_port, local_server.grpc_port):
+        for payload in payloads:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+                connection.sendall(payload)
+                connection.shutdown(socket.SHUT_WR)
+                with contextlib.suppress(OSError):
+                    connection.recv(1024)
+    assert post(f"{model_url}:predict", {"instances": [POSITIVE]}).status_code == 200
+    with GrpcClient(f"127.0.0.1:{local_server.grpc_port}") as client:
+        assert client.predict([POSITIVE])[0].label == "positive"

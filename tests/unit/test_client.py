@@ -46,6 +46,7 @@ CANNED = {
         0,
     ),
     "/v1/models/short:predict": (200, {"predictions": []}, 0),
+    "/v1/models/odd:predict": (200, {"predictions": [{"probability": "high", "label": 1}]}, 0),
     "/v1/models/html:predict": (502, "<html>bad gateway</html>", 0),
     "/v1/models/slow": (200, {}, 2),
 }
@@ -108,7 +109,13 @@ def test_wrong_number_of_predictions_is_an_error(stub_url):
         RestClient(stub_url, model_name="short").predict(["a", "b"])
 
 
-def test_timeout_and_refused_connection():
+def test_malformed_prediction_is_a_request_error(stub_url):
+    with pytest.raises(RequestError, match="malformed prediction") as error:
+        RestClient(stub_url, model_name="odd").predict(["a"])
+    assert error.value.code == "INTERNAL"
+
+
+def test_refused_connection_is_unavailable():
     with pytest.raises(RequestError) as error:
         RestClient(f"http://127.0.0.1:{free_port()}").status()
     assert error.value.code == "UNAVAILABLE"
