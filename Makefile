@@ -9,6 +9,10 @@ PYTHON_BOOTSTRAP ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.lock | cut -d' ' -f1)
+# Offline validators for docker/ and k8s/ (checkov, hadolint, yamllint, kubernetes-validate,
+# kubectl with kustomize) in their own environment: checkov's pins must not meet TensorFlow's.
+TOOLS ?= .tools
+TOOLS_STAMP := $(TOOLS)/.installed-$(shell cksum < requirements-tools.lock | cut -d' ' -f1)
 
 CONTRACT := $(shell $(PYTHON_BOOTSTRAP) -c "import sys; sys.path.insert(0, '.'); \
 	from serving import contract as c; print(c.MODEL_NAME, c.GRPC_PORT, c.REST_PORT)")
@@ -18,8 +22,12 @@ REST_PORT ?= $(word 3,$(CONTRACT))
 MODEL_DIR := models/$(MODEL_NAME)
 # Highest numeric version under models/imdb (the one the image bakes in).
 MODEL_VERSION ?= $(shell ls $(MODEL_DIR) 2>/dev/null | grep -E '^[0-9]+$$' | sort -n | tail -n 1)
-IMAGE ?= imdb-sentiment-serving:$(if $(MODEL_VERSION),v$(MODEL_VERSION),dev)
+# Image repository (no tag); for `make deploy` it includes the registry.
+IMAGE ?= imdb-sentiment-serving
+TAG ?= $(if $(MODEL_VERSION),v$(MODEL_VERSION),dev)
 COMPOSE := docker compose -f docker/docker-compose.yml
+# Where `make deploy` goes: gke or eks (the current kubectl context picks the cluster).
+CLOUD ?=
 
 # Training data: a path (Kaggle CSV, plain or .gz, or aclImdb/ folder) or `auto`.
 DATA ?= auto
@@ -31,13 +39,23 @@ PYTEST_ARGS ?=
 # Quiet TensorFlow's C++ start-up chatter in every command below.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help env demo test test-slow train serve smoke docker-build lint format lock clean distclean
+.PHONY: help env tools demo test test-slow train serve smoke docker-build deploy rollback \
+	deploy-smoke lint format lock clean distclean
 
 help: ## List the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 	@echo "  Variables: DATA=$(DATA) REST_PORT=$(REST_PORT) GRPC_PORT=$(GRPC_PORT) IMAGE=$(IMAGE)"
 
 env: $(STAMP) ## Create .venv with the pinned dependencies (requirements.lock)
+
+tools: $(TOOLS_STAMP) ## Create .tools with the pinned offline validators (requirements-tools.lock)
+
+$(TOOLS_STAMP): requirements-tools.lock
+	@test -x $(TOOLS)/bin/python || $(PYTHON_BOOTSTRAP) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tools.lock
+	@rm -f $(TOOLS)/.installed-*
+	@touch $@
 
 $(STAMP): requirements.lock
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -50,11 +68,12 @@ demo: $(STAMP) ## Train, export, serve, smoke-test over REST + gRPC, predict, st
 	PY=$(PY) DATA="$(DATA)" REST_PORT=$(REST_PORT) GRPC_PORT=$(GRPC_PORT) \
 		TRAIN_ARGS="$(TRAIN_ARGS)" scripts/demo.sh
 
-test: $(STAMP) ## Run the test suite (unit + integration; Docker/cluster tests skip without one)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: $(STAMP) $(TOOLS_STAMP) ## Run the tests: unit, integration, offline deploy validation
+	TOOLS_BIN=$(CURDIR)/$(TOOLS)/bin $(PY) -m pytest $(PYTEST_ARGS)
 
-test-slow: $(STAMP) ## Also run the slow tests (full IMDB data: DATA=../shared/data/imdb/train.csv.gz)
-	IMDB_DATA="$(DATA)" $(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+test-slow: $(STAMP) $(TOOLS_STAMP) ## Also run the slow tests (full IMDB data: DATA=../shared/data/imdb/train.csv.gz)
+	IMDB_DATA="$(DATA)" TOOLS_BIN=$(CURDIR)/$(TOOLS)/bin $(PY) -m pytest -m "slow or not slow" \
+		$(PYTEST_ARGS)
 
 train: $(STAMP) ## Train on DATA and export a new version under models/imdb/
 	$(PY) -m training train --data "$(DATA)" --model-dir $(MODEL_DIR) $(TRAIN_ARGS)
@@ -63,7 +82,8 @@ serve: $(STAMP) ## Serve models/imdb: docker compose if a Docker engine answers,
 	@if docker info >/dev/null 2>&1; then \
 		test -n "$(MODEL_VERSION)" || { echo "No model under $(MODEL_DIR): run make train"; exit 1; }; \
 		echo "Docker engine found: serving version $(MODEL_VERSION) with tensorflow/serving"; \
-		MODEL_VERSION=$(MODEL_VERSION) IMAGE=$(IMAGE) $(COMPOSE) up --build; \
+		MODEL_VERSION=$(MODEL_VERSION) IMAGE=$(IMAGE):$(TAG) GIT_REVISION=$$(git rev-parse HEAD) \
+			$(COMPOSE) up --build; \
 	else \
 		echo "No Docker engine: serving $(MODEL_DIR) with the local TF-Serving-compatible server"; \
 		$(PY) -m serving.model_server --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) \
@@ -78,21 +98,36 @@ smoke: $(STAMP) ## Smoke-test a running server (REST_URL, GRPC_TARGET override t
 docker-build: ## Build the tensorflow/serving image with the latest version baked in
 	@test -n "$(MODEL_VERSION)" || { echo "No model under $(MODEL_DIR): run make train"; exit 1; }
 	@docker info >/dev/null 2>&1 || { echo "docker-build needs a Docker engine; none answers"; exit 1; }
-	docker build -f docker/Dockerfile --build-arg MODEL_VERSION=$(MODEL_VERSION) -t $(IMAGE) .
+	docker build -f docker/Dockerfile --build-arg MODEL_VERSION=$(MODEL_VERSION) \
+		--build-arg GIT_REVISION=$$(git rev-parse HEAD) -t $(IMAGE):$(TAG) .
 
-lint: $(STAMP) ## Lint and format-check the Python code
+deploy: $(STAMP) ## Build, push, apply, wait, smoke: CLOUD=gke|eks IMAGE=registry/repo [DRY_RUN=1]
+	PY=$(PY) scripts/deploy.sh deploy --cloud "$(CLOUD)" --image "$(IMAGE)" \
+		$(if $(MODEL_VERSION),--model-version $(MODEL_VERSION)) $(if $(DRY_RUN),--dry-run)
+
+rollback: $(STAMP) ## Roll the Deployment back one revision and smoke-test: CLOUD=gke|eks [DRY_RUN=1]
+	PY=$(PY) scripts/deploy.sh rollback --cloud "$(CLOUD)" $(if $(DRY_RUN),--dry-run)
+
+deploy-smoke: $(STAMP) ## Smoke-test the deployed service through kubectl port-forward
+	PY=$(PY) scripts/deploy.sh smoke
+
+lint: $(STAMP) $(TOOLS_STAMP) ## Lint Python (ruff), Dockerfiles (hadolint), YAML (yamllint)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(TOOLS)/bin/hadolint docker/Dockerfile docker/smoke.Dockerfile
+	$(TOOLS)/bin/yamllint --strict k8s docker/docker-compose.yml .yamllint.yaml .checkov.yaml
 
 format: $(STAMP) ## Format the Python code
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-lock: ## Re-resolve requirements.in into requirements.lock in a fresh environment
-	rm -rf .lock-env && $(PYTHON_BOOTSTRAP) -m venv .lock-env
-	.lock-env/bin/pip install --quiet --disable-pip-version-check -r requirements.in
-	{ echo "# Generated by 'make lock' from requirements.in on Python 3.11 (Linux x86_64). Do not edit."; \
-	  .lock-env/bin/pip freeze --disable-pip-version-check | sort -f; } > requirements.lock
+lock: ## Re-resolve requirements*.in into requirements*.lock in fresh environments
+	for name in requirements requirements-tools; do \
+	  rm -rf .lock-env && $(PYTHON_BOOTSTRAP) -m venv .lock-env && \
+	  .lock-env/bin/pip install --quiet --disable-pip-version-check -r $$name.in && \
+	  { echo "# Generated by 'make lock' from $$name.in on Python 3.11 (Linux x86_64). Do not edit."; \
+	    .lock-env/bin/pip freeze --disable-pip-version-check | sort -f; } > $$name.lock || exit 1; \
+	done
 	rm -rf .lock-env
 
 clean: ## Remove caches and reports (keeps .venv, models/ and data/)
@@ -100,4 +135,4 @@ clean: ## Remove caches and reports (keeps .venv, models/ and data/)
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 distclean: clean ## Also remove .venv, models/ and the generated demo data
-	rm -rf $(VENV) models data/demo
+	rm -rf $(VENV) $(TOOLS) models data/demo

@@ -48,7 +48,6 @@ IGNORED_FLAGS = (
     "batching_parameters_file",
     "enable_per_model_batching_parameters",
     "monitoring_config_file",
-    "grpc_channel_arguments",
     "tensorflow_intra_op_parallelism",
     "tensorflow_inter_op_parallelism",
     "tensorflow_session_parallelism",
@@ -82,6 +81,8 @@ class ServerOptions:
     rest_api_num_threads: int = 0
     rest_api_timeout_in_ms: int = 30_000
     enable_grpc_healthcheck_service: bool = False
+    # "key=value,key=value" gRPC server arguments, e.g. grpc.max_connection_age_ms=60000.
+    grpc_channel_arguments: str = ""
     # Local-server-only: the address both ports bind to (TF Serving binds all interfaces).
     bind_address: str = "0.0.0.0"
     # Local-server-only: largest accepted request body / gRPC message.
@@ -144,6 +145,8 @@ class ModelServer:
         if options.port == 0 and options.rest_api_port == 0:
             raise StartupError("At least one of --port and --rest_api_port must be non-zero")
         self.options = options
+        # Parsed now so that a bad value fails before the (slow) model load.
+        self._channel_arguments = parse_channel_arguments(options.grpc_channel_arguments)
         self.manager = ModelManager(
             model_server_config(options),
             LoadSettings(
@@ -193,6 +196,7 @@ class ModelServer:
             options=[
                 ("grpc.max_receive_message_length", options.max_request_bytes),
                 ("grpc.max_send_message_length", -1),
+                *self._channel_arguments,
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
@@ -257,6 +261,18 @@ class ModelServer:
         self._stopped.wait()
 
 
+def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """``--grpc_channel_arguments`` as TF Serving reads it: comma-separated ``key=value``,
+    integer values as integers."""
+    arguments: list[tuple[str, int | str]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise StartupError(f"--grpc_channel_arguments: expected key=value, got {item!r}")
+        arguments.append((key, int(value) if value.lstrip("-").isdigit() else value))
+    return arguments
+
+
 def _cpu_count() -> int:
     import os
 
@@ -299,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--num_request_iterations_for_warmup", type=int, default=0)
     add("--rest_api_num_threads", type=int, default=0, help="REST worker threads (0: 4 x CPUs)")
     add("--rest_api_timeout_in_ms", type=int, default=defaults.rest_api_timeout_in_ms)
+    add("--grpc_channel_arguments", default="", help="comma-separated key=value gRPC arguments")
     add(
         "--bind_address",
         default=defaults.bind_address,

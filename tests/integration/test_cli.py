@@ -210,7 +210,7 @@ def test_unknown_flag_is_a_usage_error_and_known_flags_are_accepted(caplog):
     )
     assert options.rest_api_port == 1 and options.enable_model_warmup is False
     assert "--enable_batching is not implemented by the local server; ignored" in caplog.text
-    assert "--grpc_channel_arguments is not implemented" in caplog.text
+    assert options.grpc_channel_arguments == "grpc.max_connection_age_ms=30000"
 
 
 def test_train_cli_exports_a_version(tmp_path, demo_csv):

@@ -1,0 +1,22 @@
+# The smoke test as a container, for `docker compose --profile smoke up` (docker-compose.yml):
+# the same scripts/smoke_test.py that runs against a cluster, with the pinned client packages.
+# tensorflow-serving-api's gRPC protos import TensorFlow, so the image carries it (~1.5 GB);
+# it is built only when the smoke profile is used.
+FROM python:3.11-slim-bookworm
+
+ARG SMOKE_UID=10001
+
+WORKDIR /app
+COPY requirements.lock /app/requirements.lock
+# Only what the client needs, at the versions the project pins.
+RUN pip install --no-cache-dir --constraint /app/requirements.lock \
+      requests grpcio tensorflow-serving-api
+
+COPY serving/ /app/serving/
+COPY scripts/smoke_test.py /app/scripts/smoke_test.py
+
+USER ${SMOKE_UID}:${SMOKE_UID}
+# A one-shot job: its exit code is its health.
+HEALTHCHECK NONE
+ENTRYPOINT ["python", "/app/scripts/smoke_test.py"]
+CMD ["--help"]
