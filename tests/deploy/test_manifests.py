@@ -490,3 +490,21 @@ def test_rollback_dry_run_and_argument_errors(tools_bin, tmp_path):
     ]:
         result = run_deploy(tools_bin, tmp_path, *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+
+
+def test_deploy_guide_uses_only_verbs_and_flags_that_exist():
+    guide = (PROJECT_ROOT / "docs" / "deploy.md").read_text()
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    script = (PROJECT_ROOT / "scripts" / "deploy.sh").read_text()
+    verbs = set(re.findall(r"\bmake ([a-z][a-z-]*)", guide))
+    assert {"deploy", "rollback", "deploy-smoke", "train", "test"} <= verbs
+    for verb in verbs:
+        assert re.search(rf"^{verb}:", makefile, re.MULTILINE), f"make {verb} is not a target"
+    calls = re.findall(r"scripts/deploy\.sh (\w+)((?: --[a-z-]+(?: [^\s`-][^\s`]*)?)*)", guide)
+    assert {command for command, _ in calls} >= {"deploy", "rollback"}
+    for command, flags in calls:
+        assert re.search(rf"^  {command}\) {command} ;;$", script, re.MULTILINE), command
+        for flag in re.findall(r"--[a-z-]+", flags):
+            assert f"    {flag})" in script, f"scripts/deploy.sh has no {flag}"
+    for path in re.findall(r"`(k8s/[\w/.-]+|docker/[\w/.-]+|scripts/[\w/.-]+)`", guide):
+        assert (PROJECT_ROOT / path).exists(), path
