@@ -49,16 +49,17 @@ def test_problems_are_named(inputs, outputs, expected):
 def test_dockerfile_agrees_with_contract():
     dockerfile = (PROJECT_ROOT / "docker" / "Dockerfile").read_text()
     assert f"ENV MODEL_NAME={contract.MODEL_NAME}" in dockerfile
-    assert f'"--model_name={contract.MODEL_NAME}"' in dockerfile
-    assert f'"--model_base_path={contract.CONTAINER_MODEL_BASE_PATH}"' in dockerfile
     assert f'"--port={contract.GRPC_PORT}"' in dockerfile
     assert f'"--rest_api_port={contract.REST_PORT}"' in dockerfile
     assert f"EXPOSE {contract.GRPC_PORT} {contract.REST_PORT}" in dockerfile
     assert f"ARG MODEL_DIR={contract.MODEL_BASE_DIR}\n" in dockerfile
     assert f"${{MODEL_DIR}}/${{MODEL_VERSION}} {contract.CONTAINER_MODEL_BASE_PATH}/" in dockerfile
+    assert f"/v1/models/{contract.MODEL_NAME} HTTP/1.0" in dockerfile  # HEALTHCHECK
     assert re.search(r"^FROM \$\{TF_SERVING_IMAGE\}$", dockerfile, re.MULTILINE)
     tag = re.search(r"^ARG TF_SERVING_IMAGE=tensorflow/serving:(\S+)$", dockerfile, re.MULTILINE)
-    assert tag and tag.group(1) != "latest"
+    assert tag and re.fullmatch(r"\d+\.\d+\.\d+", tag.group(1))
+    template = (PROJECT_ROOT / "docker" / "config" / "models.config.template").read_text()
+    assert f'name: "{contract.MODEL_NAME}"' in template
 
 
 def test_serving_image_is_not_older_than_the_exporting_tensorflow():
@@ -73,4 +74,4 @@ def test_compose_agrees_with_contract():
     compose = (PROJECT_ROOT / "docker" / "docker-compose.yml").read_text()
     assert f'"127.0.0.1:{contract.GRPC_PORT}:{contract.GRPC_PORT}"' in compose
     assert f'"127.0.0.1:{contract.REST_PORT}:{contract.REST_PORT}"' in compose
-    assert f"/v1/models/{contract.MODEL_NAME} " in compose
+    assert f"--model-name={contract.MODEL_NAME}" in compose
