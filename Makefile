@@ -31,15 +31,18 @@ CLOUD ?=
 
 # Training data: a path (Kaggle CSV, plain or .gz, or aclImdb/ folder) or `auto`.
 DATA ?= auto
-# Extra flags for `python -m training train`, e.g. TRAIN_ARGS="--max-epochs 5".
+# Extra flags for `python -m training train`, e.g. TRAIN_ARGS="--max-epochs 5" or
+# TRAIN_ARGS="--config reports/tune/default/best_config.json".
 TRAIN_ARGS ?=
+# Grid for `make tune`: a JSON object of TrainConfig field -> list of values.
+GRID ?= training/grids/default.json
 # Extra flags for pytest, e.g. PYTEST_ARGS="-k smoke -x".
 PYTEST_ARGS ?=
 
 # Quiet TensorFlow's C++ start-up chatter in every command below.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help env tools demo test test-slow train serve smoke docker-build deploy rollback \
+.PHONY: help env tools demo test test-slow train tune bench-train serve smoke docker-build deploy rollback \
 	deploy-smoke lint format lock clean distclean
 
 help: ## List the verbs
@@ -77,6 +80,12 @@ test-slow: $(STAMP) $(TOOLS_STAMP) ## Also run the slow tests (full IMDB data: D
 
 train: $(STAMP) ## Train on DATA and export a new version under models/imdb/
 	$(PY) -m training train --data "$(DATA)" --model-dir $(MODEL_DIR) $(TRAIN_ARGS)
+
+bench-train: $(STAMP) ## Benchmark default training vs a scikit-learn baseline on DATA -> reports/
+	$(PY) -m training bench --data "$(DATA)" --out reports
+
+tune: $(STAMP) ## Grid search (GRID=...) on DATA's grouped validation split; resumable
+	$(PY) -m training tune --data "$(DATA)" --grid "$(GRID)"
 
 serve: $(STAMP) ## Serve models/imdb: docker compose if a Docker engine answers, else the local server
 	@if docker info >/dev/null 2>&1; then \

@@ -2,6 +2,8 @@
 
 Commands:
     train       train on labelled reviews and export a new model version
+    tune        grid search over vectoriser and model settings (resumable)
+    bench       training benchmark: default model vs a scikit-learn baseline
     demo-data   write the built-in demo set of short reviews as a CSV
 """
 
@@ -48,16 +50,39 @@ def build_parser() -> argparse.ArgumentParser:
     from training.config import TrainConfig
 
     for field in dataclasses.fields(TrainConfig):
+        is_bool = isinstance(field.default, bool)
         train.add_argument(
             "--" + field.name.replace("_", "-"),
-            type=type(field.default),
+            type=_bool_flag if is_bool else type(field.default),
             default=None,
-            help=f"(default: {field.default})",
+            help=f"(default: {str(field.default).lower() if is_bool else field.default})",
         )
+
+    tune = commands.add_parser("tune", help="grid search on the grouped validation split")
+    tune.add_argument("--data", type=Path, required=True, help="labelled reviews (CSV or aclImdb/)")
+    tune.add_argument("--grid", type=Path, required=True, help="JSON: TrainConfig field -> values")
+    tune.add_argument("--config", type=Path, help="JSON TrainConfig for the fields the grid omits")
+    tune.add_argument(
+        "--out", type=Path, help="results folder (default: reports/tune/<grid file name>)"
+    )
+
+    bench = commands.add_parser("bench", help="benchmark training against a baseline")
+    bench.add_argument("--data", type=Path, required=True, help="labelled reviews")
+    bench.add_argument("--config", type=Path, help="JSON TrainConfig (default: the defaults)")
+    bench.add_argument("--out", type=Path, default=Path("reports"), help="(default: reports)")
 
     demo = commands.add_parser("demo-data", help="write the demo review set as CSV")
     demo.add_argument("--out", type=Path, default=Path("data/demo/reviews.csv"))
     return parser
+
+
+def _bool_flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "tune":
+            return _tune(args)
+        if args.command == "bench":
+            from training.benchmark import run_benchmark
+            from training.config import TrainConfig
+
+            config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+            run_benchmark(args.data, args.out, config)
+            print((args.out / "bench-train.md").read_text(), end="")
+            return EXIT_OK
         if args.command == "demo-data":
             from training.demo_data import write_demo_csv
 
@@ -84,6 +119,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_USAGE
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from training.config import TrainConfig
+    from training.tune import tune
+
+    base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    out = args.out or Path("reports") / "tune" / args.grid.stem
+    result = tune(args.data, args.grid, out, base)
+    best = result.results.iloc[0]
+    print(
+        f"{len(result.results)} trial(s); best val accuracy {best['val_accuracy']:.4f} "
+        f"(ROC AUC {best['val_roc_auc']:.4f}); table {out / 'results.md'}; "
+        f"config {out / 'best_config.json'} (python -m training train --config ...)"
+    )
+    return EXIT_OK
 
 
 def _train(args: argparse.Namespace) -> int:

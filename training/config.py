@@ -21,31 +21,38 @@ class TrainConfig:
     seed: int = 0
     # Share of the reviews held out for validation (early stopping and the reported metrics).
     validation_fraction: float = 0.2
-    # Longest n-gram; the vectoriser uses every length from 1 to this.
-    ngram_max: int = 2
-    # Number of n-grams kept by ANOVA F-value feature selection.
-    max_features: int = 20_000
+    # Longest n-gram; the featurizer uses every length from 1 to this.
+    ngram_max: int = 3
+    # Number of n-grams kept by ANOVA F-value feature selection (the first layer's input width).
+    max_features: int = 100_000
     # N-grams that occur in fewer training reviews are dropped before selection.
     min_document_frequency: int = 2
+    # Weight of a present n-gram: "nb" (naive-Bayes log-count ratio) or "idf".
+    weighting: str = "nb"
     # Dense layers in the MLP, the sigmoid output layer included.
     num_layers: int = 2
-    # Width of each hidden Dense layer.
+    # Width of each hidden Dense layer (`make tune`: 64 beat 32 on the grouped validation split).
     hidden_units: int = 64
-    # Dropout before every Dense layer.
-    dropout_rate: float = 0.2
+    # Dropout after every hidden Dense layer.
+    dropout_rate: float = 0.5
     # Adam learning rate.
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-3
     # Reviews per gradient step.
     batch_size: int = 128
     # Upper bound on epochs; early stopping usually ends training sooner.
-    max_epochs: int = 30
+    max_epochs: int = 20
     # Epochs without a better validation loss before training stops (best weights restored).
     early_stopping_patience: int = 2
+    # After validation picks the epoch count, retrain from scratch (vocabulary included) on all
+    # reviews for that many epochs and export that model. The reported metrics stay those of
+    # the held-out validation run.
+    refit_on_all_data: bool = True
 
     def __post_init__(self) -> None:
         checks = {
             "validation_fraction must be in (0, 1)": 0.0 < self.validation_fraction < 1.0,
             "ngram_max must be 1 or more": self.ngram_max >= 1,
+            "weighting must be 'nb' or 'idf'": self.weighting in ("nb", "idf"),
             "max_features must be 1 or more": self.max_features >= 1,
             "min_document_frequency must be 1 or more": self.min_document_frequency >= 1,
             "num_layers must be 1 or more": self.num_layers >= 1,

@@ -65,6 +65,15 @@ def existing_versions(base_dir: str | Path) -> list[int]:
     return sorted(versions)
 
 
+def lookup_tables(model: keras.Model) -> list[tf.lookup.StaticHashTable]:
+    """The hash tables (vocabularies) anywhere inside ``model``."""
+    return [
+        obj
+        for obj in tf.train.TrackableView(model).descendants()
+        if isinstance(obj, tf.lookup.StaticHashTable)
+    ]
+
+
 def make_serving_function(text_model: keras.Model) -> tf.types.experimental.GenericFunction:
     """The ``serving_default`` function: review strings [-1] to probability and label [-1]."""
 
@@ -113,7 +122,11 @@ def export_model(
     staging = base_dir / f".export-{version}-{os.getpid()}"
     try:
         archive = keras.export.ExportArchive()
-        archive.track(text_model)
+        # add_endpoint() tracks every variable the function uses. Tracking the whole model as
+        # well would save each weight a second time (Keras 3.15: 54 MB instead of 28 MB), so
+        # only the lookup tables, which add_endpoint() misses inside custom layers, are tracked.
+        for table in lookup_tables(text_model):
+            archive.track(table)
         archive.add_endpoint(SIGNATURE_NAME, make_serving_function(text_model))
         archive.write_out(str(staging), verbose=False)
         _write_warmup_requests(staging / WARMUP_FILE)

@@ -6,22 +6,23 @@ import keras
 
 from serving.contract import INPUT_KEY
 from training.config import TrainConfig
+from training.vectorize import NgramFeatures
 
 
 def build_classifier(num_features: int, config: TrainConfig) -> keras.Model:
-    """The MLP over TF-IDF features, as the design notes plan it.
+    """The MLP over sparse weighted n-gram features, as the design notes plan it.
 
-    L2-normalised TF-IDF, then dropout before each of ``num_layers`` Dense layers (ReLU hidden
-    layers, a sigmoid output), binary cross-entropy and Adam.
+    ``num_layers`` Dense layers (ReLU hidden layers each followed by dropout, a sigmoid output),
+    binary cross-entropy and Adam. The input is sparse: the first layer multiplies the sparse
+    feature matrix directly (dropout on a 100k-wide sparse input would need a custom op).
     """
-    features = keras.Input(shape=(num_features,), name="tfidf")
-    hidden = keras.layers.UnitNormalization(name="l2_normalize")(features)
+    features = keras.Input(shape=(num_features,), sparse=True, name="ngram_features")
+    hidden = features
     for index in range(config.num_layers - 1):
-        hidden = keras.layers.Dropout(config.dropout_rate, name=f"dropout_{index}")(hidden)
         hidden = keras.layers.Dense(config.hidden_units, activation="relu", name=f"dense_{index}")(
             hidden
         )
-    hidden = keras.layers.Dropout(config.dropout_rate, name="dropout_output")(hidden)
+        hidden = keras.layers.Dropout(config.dropout_rate, name=f"dropout_{index}")(hidden)
     probability = keras.layers.Dense(1, activation="sigmoid", name="probability")(hidden)
     model = keras.Model(features, probability, name="ngram_mlp")
     model.compile(
@@ -32,9 +33,7 @@ def build_classifier(num_features: int, config: TrainConfig) -> keras.Model:
     return model
 
 
-def build_text_model(
-    vectorizer: keras.layers.TextVectorization, classifier: keras.Model
-) -> keras.Model:
-    """Chains the in-graph vectoriser and the trained classifier: strings in, shape [-1, 1] out."""
+def build_text_model(features: NgramFeatures, classifier: keras.Model) -> keras.Model:
+    """Chains the in-graph featurizer and the trained classifier: strings in, [-1, 1] out."""
     reviews = keras.Input(shape=(), dtype="string", name=INPUT_KEY)
-    return keras.Model(reviews, classifier(vectorizer(reviews)), name="imdb_sentiment")
+    return keras.Model(reviews, classifier(features(reviews)), name="imdb_sentiment")

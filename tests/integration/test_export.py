@@ -16,17 +16,17 @@ from serving.model_server.bundle import PYTHON_ONLY_OPS
 from training import export
 from training.config import TrainConfig
 from training.model import build_classifier, build_text_model
-from training.vectorize import Vocabulary, build_vectorizer
+from training.vectorize import NgramFeatures, Vocabulary
 
 POSITIVE = "A wonderful, brilliant film. I loved every minute of it. Highly recommended."
 NEGATIVE = "An awful, boring film. A complete waste of time. Avoid it."
 
 
 def untrained_text_model():
-    vocabulary = Vocabulary(["good", "bad", "good film"], np.ones(3, np.float32), (1, 2))
-    vectorizer = build_vectorizer(vocabulary)
-    classifier = build_classifier(vectorizer.vocabulary_size(), TrainConfig(hidden_units=4))
-    return build_text_model(vectorizer, classifier)
+    vocabulary = Vocabulary(["good", "bad", "good film"], np.ones(3, np.float32), 2, "nb")
+    features = NgramFeatures(vocabulary)
+    classifier = build_classifier(features.width, TrainConfig(hidden_units=4))
+    return build_text_model(features, classifier)
 
 
 def test_tf_serving_style_session_load(exported_version):
@@ -111,6 +111,7 @@ def test_assets_extra_holds_warmup_config_and_evaluation(exported_version):
     assert sum(map(sum, evaluation["confusion_matrix"]["matrix"])) == evaluation["num_samples"]
     config = json.loads((exported_version / "assets.extra" / "training_config.json").read_text())
     assert config["data_origin"] == "demo"
+    assert evaluation["exported_model"].startswith("refit on all")
 
 
 def test_trained_model_learned_the_demo_task(trained_model):

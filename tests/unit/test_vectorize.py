@@ -1,16 +1,16 @@
-"""The scikit-learn side and the in-graph vectoriser must tokenise identically."""
+"""The scikit-learn side and the in-graph featurizer must tokenise identically."""
 
 from __future__ import annotations
 
-import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from sklearn.feature_extraction.text import CountVectorizer
 
 from training.vectorize import (
-    build_vectorizer,
+    NgramFeatures,
+    featurize,
     select_vocabulary,
-    standardize,
     standardize_texts,
     whitespace_tokens,
 )
@@ -33,27 +33,23 @@ def test_standardize_strips_html_breaks_punctuation_and_case():
     ]
 
 
-def test_in_graph_ngram_counts_equal_scikit_learn_counts():
+@pytest.mark.parametrize("ngram_max", [1, 2, 3])
+def test_in_graph_ngrams_equal_scikit_learn_ngrams(ngram_max):
     labels = np.array([1, 0, 1, 0, 1, 0, 1])
     vocabulary = select_vocabulary(
-        TRICKY_TEXTS, labels, max_features=1000, min_document_frequency=1
+        TRICKY_TEXTS, labels, ngram_max=ngram_max, max_features=1000, min_document_frequency=1
     )
-    counts_in_graph = keras.layers.TextVectorization(
-        standardize=standardize,
-        split="whitespace",
-        ngrams=2,
-        output_mode="count",
-        vocabulary=vocabulary.ngrams,
-    )(tf.constant(TRICKY_TEXTS)).numpy()
-    counts_sklearn = CountVectorizer(
+    in_graph = tf.sparse.to_dense(featurize(NgramFeatures(vocabulary), TRICKY_TEXTS)).numpy()
+    presence = CountVectorizer(
         tokenizer=whitespace_tokens,
         token_pattern=None,
         lowercase=False,
-        ngram_range=(1, 2),
+        ngram_range=(1, ngram_max),
         vocabulary=vocabulary.ngrams,
+        binary=True,
     ).transform(standardize_texts(TRICKY_TEXTS))
-    # Column 0 of the layer is the out-of-vocabulary bucket.
-    np.testing.assert_array_equal(counts_in_graph[:, 1:], counts_sklearn.toarray())
+    # Column 0 of the featurizer is the out-of-vocabulary bucket.
+    np.testing.assert_array_equal(in_graph[:, 1:] != 0, presence.toarray() != 0)
 
 
 def test_selection_prefers_discriminative_ngrams():
@@ -67,12 +63,32 @@ def test_selection_prefers_discriminative_ngrams():
     assert all("great" in ngram or "awful" in ngram for ngram in vocabulary.ngrams)
 
 
-def test_tfidf_layer_weights_counts_by_idf():
+def test_naive_bayes_weights_point_to_the_class():
+    texts = ["good plot", "good film", "bad plot", "bad film"]
+    vocabulary = select_vocabulary(
+        texts, np.array([1, 1, 0, 0]), ngram_max=1, max_features=10, min_document_frequency=1
+    )
+    weight = dict(zip(vocabulary.ngrams, vocabulary.weights, strict=True))
+    assert weight["good"] > 0 > weight["bad"]
+    assert weight["plot"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_features_are_weighted_presence_with_unit_norm():
     texts = ["good good plot", "bad plot", "good film", "bad film"]
     vocabulary = select_vocabulary(
-        texts, np.array([1, 0, 1, 0]), max_features=10, min_document_frequency=1
+        texts,
+        np.array([1, 0, 1, 0]),
+        ngram_max=1,
+        max_features=10,
+        min_document_frequency=1,
+        weighting="idf",
     )
-    layer = build_vectorizer(vocabulary)
-    row = layer(tf.constant(["good good"])).numpy()[0]
-    column = 1 + vocabulary.ngrams.index("good")
-    assert row[column] == np.float32(2 * vocabulary.idf_weights[vocabulary.ngrams.index("good")])
+    rows = tf.sparse.to_dense(
+        featurize(NgramFeatures(vocabulary), ["good good plot", "zzz"])
+    ).numpy()
+    assert np.linalg.norm(rows[0]) == pytest.approx(1.0, abs=1e-6)
+    good, plot = 1 + vocabulary.ngrams.index("good"), 1 + vocabulary.ngrams.index("plot")
+    idf = dict(zip(vocabulary.ngrams, vocabulary.weights, strict=True))
+    # Presence, not counts: "good" twice weighs as much as once.
+    assert rows[0, good] / rows[0, plot] == pytest.approx(idf["good"] / idf["plot"], rel=1e-5)
+    assert not rows[1].any()  # no known n-gram: an all-zero row, not NaN

@@ -1,0 +1,102 @@
+"""The grid search command, and reproducibility of training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import TINY_TRAINING
+from training.config import TrainConfig
+from training.tune import read_grid, tune
+
+TINY_GRID = {"max_features": [300, 800], "hidden_units": [4, 8]}
+
+
+@pytest.fixture
+def grid_file(tmp_path):
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps(TINY_GRID))
+    return path
+
+
+def test_tune_writes_sorted_tables_and_a_usable_best_config(tmp_path, demo_csv, grid_file):
+    base = TrainConfig(**TINY_TRAINING).replace(max_epochs=3)
+    result = tune(demo_csv, grid_file, tmp_path / "out", base)
+    assert len(result.results) == 4
+    accuracies = result.results["val_accuracy"].tolist()
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert set(result.results.columns) >= {
+        "max_features",
+        "hidden_units",
+        "val_accuracy",
+        "val_roc_auc",
+    }
+    table = (tmp_path / "out" / "results.md").read_text().splitlines()
+    assert table[0].startswith("| hidden_units | max_features | val_accuracy") and len(table) == 6
+    best = TrainConfig.from_file(tmp_path / "out" / "best_config.json")
+    assert best == result.best_config
+    assert best.max_epochs == 3  # fields outside the grid come from the base config
+    first = result.results.iloc[0]
+    assert (best.max_features, best.hidden_units) == (first["max_features"], first["hidden_units"])
+
+
+def test_tune_resumes_and_survives_a_cut_line(tmp_path, demo_csv, grid_file):
+    base = TrainConfig(**TINY_TRAINING).replace(max_epochs=2)
+    out = tmp_path / "out"
+    tune(demo_csv, grid_file, out, base)
+    log = out / "trials.jsonl"
+    lines = log.read_text().splitlines()
+    # Simulate an interruption: the last trial's line was cut short.
+    log.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2] + "\n")
+    result = tune(demo_csv, grid_file, out, base)
+    rerun = [json.loads(line) for line in log.read_text().splitlines()[len(lines) :]]
+    assert len(rerun) == 1  # only the lost trial ran again
+    assert len(result.results) == 4
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ("[1, 2]", "non-empty JSON object"),
+        ('{"hiden_units": [1]}', "unknown field 'hiden_units'"),
+        ('{"hidden_units": 4}', "non-empty list"),
+        ('{"dropout_rate": [0.5, 1.5]}', "dropout_rate"),
+        ("{broken", "cannot read"),
+    ],
+)
+def test_bad_grids_are_refused_before_any_work(tmp_path, grid, message):
+    path = tmp_path / "grid.json"
+    path.write_text(grid)
+    with pytest.raises(ValueError, match=message):
+        read_grid(path)
+
+
+def test_the_same_seed_gives_the_same_metrics(tmp_path, demo_csv):
+    from training.sources import DataSource
+    from training.train import train_and_export
+
+    config = TrainConfig(**TINY_TRAINING).replace(max_epochs=4)
+    runs = [
+        train_and_export(DataSource(demo_csv, "demo"), config, tmp_path / "models").evaluation
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1]
+    other = train_and_export(
+        DataSource(demo_csv, "demo"), config.replace(seed=1), tmp_path / "other"
+    )
+    assert other.evaluation["split"] == runs[0]["split"]  # same data, different seed
+
+
+def test_benchmark_writes_both_tables(tmp_path, demo_csv):
+    from training.benchmark import run_benchmark
+
+    config = TrainConfig(**TINY_TRAINING).replace(max_epochs=3)
+    document = run_benchmark(demo_csv, tmp_path, config)
+    ours, baseline = document["ours"], document["baseline"]
+    assert 0.5 < ours["val_accuracy"] <= 1 and 0.5 < baseline["val_accuracy"] <= 1
+    assert ours["model_megabytes"] > 0 and ours["train_seconds"] > 0
+    assert ours["reviews_per_second_1_caller"] > 100 and ours["reviews_per_second_2_callers"] > 100
+    assert json.loads((tmp_path / "bench-train.json").read_text()) == document
+    table = (tmp_path / "bench-train.md").read_text()
+    assert "| model | val accuracy |" in table and "LogisticRegression" in table

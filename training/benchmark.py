@@ -1,0 +1,167 @@
+"""Training benchmark: the default model next to a scikit-learn baseline, in one run.
+
+Both are scored on the same grouped validation split. For our model it records the wall time
+from raw data to an exported version, the SavedModel's size on disk, and the exported graph's
+throughput in a TF1 session as TF Serving runs it (batch 256, one caller and two concurrent
+callers). The baseline is TF-IDF uni+bi-grams with LogisticRegression, the usual reference.
+Writes ``<out>/bench-train.json`` and ``<out>/bench-train.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from sklearn import metrics
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from serving.contract import DECISION_THRESHOLD, INPUT_KEY, SIGNATURE_NAME
+from serving.model_server.bundle import SessionBundle
+from training import data as data_lib
+from training.config import TrainConfig
+from training.sources import DataSource
+from training.train import train_and_export
+
+# Reviews per session run in the throughput measurement (the cost limit's batch size).
+THROUGHPUT_BATCH_SIZE = 256
+# Batches per timed pass, and timed passes (the median is reported).
+THROUGHPUT_BATCHES = 20
+THROUGHPUT_PASSES = 3
+# The baseline's regularisation: scikit-learn's usual strength for TF-IDF text models.
+BASELINE_C = 4.0
+
+
+def directory_megabytes(path: Path) -> float:
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) / 1e6
+
+
+def graph_throughput(export_path: Path, texts: list[str], callers: int = 1) -> float:
+    """Reviews per second through the exported signature in a TF1 session.
+
+    ``callers`` threads run batches at the same time, as concurrent requests (or TF Serving's
+    batch threads) do; a session runs them in parallel.
+    """
+    bundle = SessionBundle(export_path)
+    try:
+        needed = THROUGHPUT_BATCH_SIZE * THROUGHPUT_BATCHES
+        pool = (texts * (needed // max(1, len(texts)) + 1))[:needed]
+        batches = [
+            {INPUT_KEY: np.array(pool[i : i + THROUGHPUT_BATCH_SIZE], dtype=object)}
+            for i in range(0, needed, THROUGHPUT_BATCH_SIZE)
+        ]
+        bundle.run(SIGNATURE_NAME, batches[0])  # warm up
+        rates = []
+        with ThreadPoolExecutor(max_workers=callers) as executor:
+            for _ in range(THROUGHPUT_PASSES):
+                started = time.perf_counter()
+                list(executor.map(lambda batch: bundle.run(SIGNATURE_NAME, batch), batches))
+                rates.append(needed / (time.perf_counter() - started))
+        return float(np.median(rates))
+    finally:
+        bundle.close()
+
+
+def run_baseline(split: data_lib.Split) -> dict:
+    """TF-IDF (1-2-grams, sublinear tf) + LogisticRegression on the same split."""
+    started = time.monotonic()
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    train = vectorizer.fit_transform(split.train[data_lib.REVIEW_COLUMN])
+    model = LogisticRegression(C=BASELINE_C, max_iter=2000)
+    model.fit(train, split.train[data_lib.LABEL_COLUMN])
+    probabilities = model.predict_proba(
+        vectorizer.transform(split.validation[data_lib.REVIEW_COLUMN])
+    )[:, 1]
+    labels = split.validation[data_lib.LABEL_COLUMN]
+    return {
+        "model": f"scikit-learn TF-IDF 1-2-grams + LogisticRegression(C={BASELINE_C:g})",
+        "val_accuracy": float(metrics.accuracy_score(labels, probabilities >= DECISION_THRESHOLD)),
+        "val_roc_auc": float(metrics.roc_auc_score(labels, probabilities)),
+        "train_seconds": round(time.monotonic() - started, 1),
+        "features": len(vectorizer.vocabulary_),
+    }
+
+
+def run_benchmark(data_path: str | Path, out_dir: str | Path, config: TrainConfig) -> dict:
+    """Runs both, writes the JSON and markdown tables, and returns the JSON document."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as models:
+        started = time.monotonic()
+        result = train_and_export(DataSource(Path(data_path), "given"), config, Path(models))
+        wall_seconds = time.monotonic() - started
+        frame = data_lib.drop_duplicates(data_lib.load_reviews(data_path))
+        split = data_lib.split_train_validation(frame, config.validation_fraction, config.seed)
+        validation_texts = split.validation[data_lib.REVIEW_COLUMN].tolist()
+        ours = {
+            "model": (
+                f"n-gram MLP: 1-{config.ngram_max}-grams, top {config.max_features} by F-value, "
+                f"{config.weighting} weights, Dense({config.hidden_units})"
+            ),
+            "val_accuracy": result.evaluation["accuracy"],
+            "val_roc_auc": result.evaluation["roc_auc"],
+            "train_seconds": round(wall_seconds, 1),
+            "model_megabytes": round(directory_megabytes(result.export_path), 1),
+            "reviews_per_second_1_caller": round(
+                graph_throughput(result.export_path, validation_texts)
+            ),
+            "reviews_per_second_2_callers": round(
+                graph_throughput(result.export_path, validation_texts, callers=2)
+            ),
+            "exported_model": result.evaluation["exported_model"],
+            "epochs": result.epochs,
+        }
+    baseline = run_baseline(split)
+    document = {
+        "data": str(data_path),
+        "split": result.evaluation["split"],
+        "config": config.to_dict(),
+        "machine": {
+            "cpus": _cpu_count(),
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+        },
+        "ours": ours,
+        "baseline": baseline,
+    }
+    (out_dir / "bench-train.json").write_text(json.dumps(document, indent=2) + "\n")
+    (out_dir / "bench-train.md").write_text(markdown(document))
+    return document
+
+
+def markdown(document: dict) -> str:
+    ours, baseline = document["ours"], document["baseline"]
+    split = document["split"]
+    rows = [
+        "| model | val accuracy | val ROC AUC | train wall time | model size | "
+        "graph throughput, batch 256 (1 / 2 callers) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| {ours['model']} | {ours['val_accuracy']:.4f} | {ours['val_roc_auc']:.4f} | "
+        f"{ours['train_seconds']:.0f} s (data to exported version) | "
+        f"{ours['model_megabytes']:.1f} MB | {ours['reviews_per_second_1_caller']:,} / "
+        f"{ours['reviews_per_second_2_callers']:,} reviews/s |",
+        f"| {baseline['model']} | {baseline['val_accuracy']:.4f} | "
+        f"{baseline['val_roc_auc']:.4f} | {baseline['train_seconds']:.0f} s (vectorise + fit) "
+        "| - | - |",
+    ]
+    notes = [
+        "",
+        f"Validation: {split['validation']} reviews held out from {split['train']} training "
+        f"reviews, grouped by {split['grouped_by'] or 'nothing (no movie id)'}; "
+        f"{document['machine']['cpus']} CPUs, TensorFlow {document['machine']['tensorflow']}.",
+        f"Exported model: {ours['exported_model']}.",
+        "Throughput: the exported SavedModel in a TF1 session (as TF Serving runs it), "
+        "validation reviews, median of 3 passes.",
+    ]
+    return "\n".join(rows + notes) + "\n"
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
