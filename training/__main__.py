@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # TensorFlow's Python logger narrates every save and restore at INFO.
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    # TensorFlow's Python loggers narrate every save, restore and renamed capture at INFO.
+    for name in ("tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         if args.command == "train":
             return _train(args)
