@@ -65,6 +65,10 @@ WEIGHTINGS = ("nb", "idf")
 NB_ALPHA = 1.0
 # Reviews featurised per batch when the training features are computed once.
 FEATURIZE_BATCH_SIZE = 1024
+# The string work of one batch is split into this many independent shards, which a session
+# runs on separate cores, so that one large request uses the pod's 2 CPUs. make bench-train,
+# batch 256, one caller: 8,753 reviews/s unsharded, 11,109 with 2 shards.
+STRING_SHARDS = 2
 
 
 @dataclass(frozen=True)
@@ -173,20 +177,34 @@ class NgramFeatures(keras.layers.Layer):
         )
         self.feature_weights.assign(np.concatenate([[0.0], vocabulary.weights]))
 
-    def call(self, texts: tf.Tensor) -> tf.SparseTensor:
+    def _ngram_ids(self, texts: tf.Tensor) -> tf.RaggedTensor:
         tokens = tf.strings.split(standardize(texts))
-        ids = self.lookup(tf.strings.ngrams(tokens, ngram_width=self.ngram_widths, separator=" "))
-        presence = tf.sparse.bincount(
-            ids, minlength=self.width, maxlength=self.width, binary_output=True, axis=-1
+        return self.lookup(tf.strings.ngrams(tokens, ngram_width=self.ngram_widths, separator=" "))
+
+    def call(self, texts: tf.Tensor) -> tf.SparseTensor:
+        # Independent shards of the batch: the session runs their string ops in parallel.
+        size = tf.shape(texts)[0]
+        bounds = [size * shard // STRING_SHARDS for shard in range(STRING_SHARDS + 1)]
+        ids = tf.concat(
+            [self._ngram_ids(texts[bounds[i] : bounds[i + 1]]) for i in range(STRING_SHARDS)],
+            axis=0,
         )
-        rows = presence.indices[:, 0]
-        values = tf.gather(tf.convert_to_tensor(self.feature_weights), presence.indices[:, 1])
+        # Binary presence: each (review, n-gram) pair once. Keys row * width + id, deduplicated
+        # and sorted, give the SparseTensor's indices in canonical (row, column) order; unlike
+        # tf.sparse.bincount on ragged ids, this also handles an empty batch.
+        width = tf.constant(self.width, tf.int64)
+        keys = tf.sort(tf.unique(ids.values + ids.value_rowids() * width).y)
+        rows, columns = keys // width, keys % width
+        batch_size = tf.shape(texts, out_type=tf.int64)[0]
+        values = tf.gather(tf.convert_to_tensor(self.feature_weights), columns)
         squared_norms = tf.math.unsorted_segment_sum(
-            tf.square(values), rows, num_segments=tf.shape(texts, out_type=tf.int64)[0]
+            tf.square(values), rows, num_segments=batch_size
         )
         # Reviews without a known n-gram keep an all-zero row.
         values = values * tf.gather(tf.math.rsqrt(tf.maximum(squared_norms, 1e-12)), rows)
-        return tf.SparseTensor(presence.indices, values, presence.dense_shape)
+        return tf.SparseTensor(
+            tf.stack([rows, columns], axis=1), values, tf.stack([batch_size, width])
+        )
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return (input_shape[0], self.width)

@@ -496,3 +496,16 @@ def test_garbage_on_the_sockets_does_not_take_the_server_down(local_server, mode
     assert post(f"{model_url}:predict", {"instances": [POSITIVE]}).status_code == 200
     with GrpcClient(f"127.0.0.1:{local_server.grpc_port}") as client:
         assert client.predict([POSITIVE])[0].label == "positive"
+
+
+def test_an_empty_batch_gives_empty_outputs(model_url, channel):
+    response = post(f"{model_url}:predict", {"inputs": {"review": []}})
+    assert response.status_code == 200
+    assert response.json() == {"outputs": {"label": [], "probability": []}}
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "imdb"
+    request.inputs["review"].CopyFrom(string_tensor([], [0]))
+    outputs = stub.Predict(request, timeout=30).outputs
+    assert [d.size for d in outputs["probability"].tensor_shape.dim] == [0]
+    assert list(outputs["label"].string_val) == []
