@@ -42,7 +42,7 @@ PYTEST_ARGS ?=
 # Quiet TensorFlow's C++ start-up chatter in every command below.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help env tools demo test test-slow train tune bench-train serve smoke docker-build deploy rollback \
+.PHONY: help env tools demo test test-slow explore train tune bench-train serve smoke docker-build deploy rollback \
 	deploy-smoke lint format lock clean distclean
 
 help: ## List the verbs
@@ -80,6 +80,9 @@ test-slow: $(STAMP) $(TOOLS_STAMP) ## Also run the slow tests (full IMDB data: D
 
 train: $(STAMP) ## Train on DATA and export a new version under models/imdb/
 	$(PY) -m training train --data "$(DATA)" --model-dir $(MODEL_DIR) $(TRAIN_ARGS)
+
+explore: $(STAMP) ## Data metrics, plots and recommended model for DATA -> reports/explore/
+	$(PY) -m training explore --data "$(DATA)" --out reports/explore
 
 bench-train: $(STAMP) ## Benchmark default training vs a scikit-learn baseline on DATA -> reports/
 	$(PY) -m training bench --data "$(DATA)" --out reports

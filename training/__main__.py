@@ -1,6 +1,7 @@
 """Command line: ``python -m training <command> ...``.
 
 Commands:
+    explore     the design notes' data metrics and plots, and the recommended model
     train       train on labelled reviews and export a new model version
     tune        grid search over vectoriser and model settings (resumable)
     bench       training benchmark: default model vs a scikit-learn baseline
@@ -58,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"(default: {str(field.default).lower() if is_bool else field.default})",
         )
 
+    explore = commands.add_parser("explore", help="metrics, plots and report of a data set")
+    explore.add_argument("--data", type=Path, required=True, help="labelled reviews")
+    explore.add_argument(
+        "--out", type=Path, default=Path("reports/explore"), help="(default: reports/explore)"
+    )
+
     tune = commands.add_parser("tune", help="grid search on the grouped validation split")
     tune.add_argument("--data", type=Path, required=True, help="labelled reviews (CSV or aclImdb/)")
     tune.add_argument("--grid", type=Path, required=True, help="JSON: TrainConfig field -> values")
@@ -101,6 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "explore":
+            from training.data import load_reviews
+            from training.explore import summary_line, write_exploration
+
+            metrics = write_exploration(load_reviews(args.data), args.out, str(args.data))
+            for warning in metrics["warnings"]:
+                logger.warning(warning)
+            print(f"{summary_line(metrics)}; report {args.out / 'report.md'}")
+            return EXIT_OK
         if args.command == "tune":
             return _tune(args)
         if args.command == "bench":
