@@ -16,8 +16,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# Settings that train a usable model on the demo set in a few seconds.
-TINY_TRAINING = {"max_epochs": 20, "max_features": 2000, "hidden_units": 16, "batch_size": 32}
+# Settings that train a usable model of either family on the demo set in a few seconds.
+TINY_TRAINING = {
+    "max_epochs": 20,
+    "max_features": 2000,
+    "hidden_units": 16,
+    "batch_size": 32,
+    "learning_rate": 3e-3,
+    "sepcnn_sequence_length": 64,
+    "sepcnn_embedding_dim": 16,
+    "sepcnn_filters": 16,
+}
+# Both model families must export the same contract and pass the same serving tests.
+MODEL_FAMILIES = ("mlp", "sepcnn")
 
 
 def free_port() -> int:
@@ -34,9 +45,10 @@ def demo_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_demo_csv(tmp_path_factory.mktemp("demo") / "reviews.csv")
 
 
-@pytest.fixture(scope="session")
-def trained_model(tmp_path_factory: pytest.TempPathFactory, demo_csv: Path):
-    """(base_dir, TrainResult) of a tiny model trained on the demo set and exported as version 1.
+@pytest.fixture(scope="session", params=MODEL_FAMILIES)
+def trained_model(request, tmp_path_factory: pytest.TempPathFactory, demo_csv: Path):
+    """(base_dir, TrainResult) of a tiny model trained on the demo set and exported as version 1,
+    once per model family.
 
     Tests must not write into this base dir; copy the version elsewhere to change it.
     """
@@ -45,7 +57,9 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, demo_csv: Path):
     from training.train import train_and_export
 
     base_dir = tmp_path_factory.mktemp("models") / "imdb"
-    result = train_and_export(DataSource(demo_csv, "demo"), TrainConfig(**TINY_TRAINING), base_dir)
+    result = train_and_export(
+        DataSource(demo_csv, "demo"), TrainConfig(model=request.param, **TINY_TRAINING), base_dir
+    )
     return base_dir, result
 
 

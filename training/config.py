@@ -17,6 +17,9 @@ class TrainConfig:
     version says how it was made.
     """
 
+    # Model family: "mlp" (n-gram MLP), "sepcnn" (sequence CNN), or "auto", which picks by the
+    # ratio of samples to words per sample (training.explore.recommend_model).
+    model: str = "auto"
     # Seed for the split, weight initialisation, dropout and shuffling.
     seed: int = 0
     # Share of the reviews held out for validation (early stopping and the reported metrics).
@@ -43,6 +46,15 @@ class TrainConfig:
     max_epochs: int = 20
     # Epochs without a better validation loss before training stops (best weights restored).
     early_stopping_patience: int = 2
+    # sepCNN: words kept (most frequent), words read per review, and the network's sizes.
+    sepcnn_max_words: int = 20_000
+    sepcnn_sequence_length: int = 400
+    sepcnn_embedding_dim: int = 64
+    sepcnn_filters: int = 64
+    sepcnn_kernel_size: int = 3
+    # Blocks of two separable convolutions; all but the last end in max-pooling.
+    sepcnn_blocks: int = 2
+    sepcnn_dropout_rate: float = 0.2
     # After validation picks the epoch count, retrain from scratch (vocabulary included) on all
     # reviews for that many epochs and export that model. The reported metrics stay those of
     # the held-out validation run.
@@ -51,7 +63,18 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = {
             "validation_fraction must be in (0, 1)": 0.0 < self.validation_fraction < 1.0,
+            "model must be 'auto', 'mlp' or 'sepcnn'": self.model in ("auto", "mlp", "sepcnn"),
             "ngram_max must be 1 or more": self.ngram_max >= 1,
+            "sepcnn sizes must be 1 or more": min(
+                self.sepcnn_max_words,
+                self.sepcnn_sequence_length,
+                self.sepcnn_embedding_dim,
+                self.sepcnn_filters,
+                self.sepcnn_kernel_size,
+                self.sepcnn_blocks,
+            )
+            >= 1,
+            "sepcnn_dropout_rate must be in [0, 1)": 0.0 <= self.sepcnn_dropout_rate < 1.0,
             "weighting must be 'nb' or 'idf'": self.weighting in ("nb", "idf"),
             "max_features must be 1 or more": self.max_features >= 1,
             "min_document_frequency must be 1 or more": self.min_document_frequency >= 1,

@@ -79,7 +79,13 @@ def make_serving_function(text_model: keras.Model) -> tf.types.experimental.Gene
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_KEY)])
     def serve(review: tf.Tensor) -> dict[str, tf.Tensor]:
-        probability = tf.reshape(text_model(review, training=False), [-1])
+        # An empty batch gets empty outputs without running the model: some kernels (the
+        # sepCNN's depthwise convolution) reject a batch of zero.
+        probability = tf.cond(
+            tf.size(review) > 0,
+            lambda: tf.reshape(text_model(review, training=False), [-1]),
+            lambda: tf.zeros([0], tf.float32),
+        )
         label = tf.where(
             probability >= DECISION_THRESHOLD,
             tf.constant(POSITIVE_LABEL),

@@ -15,10 +15,18 @@ import tensorflow as tf
 from training import data as data_lib
 from training.config import TrainConfig
 from training.evaluate import classification_report
+from training.explore import recommend_model
 from training.export import export_model
-from training.model import build_classifier, build_text_model
+from training.model import build_classifier, build_sepcnn, build_text_model
 from training.sources import DataSource
-from training.vectorize import NgramFeatures, featurize, select_vocabulary
+from training.vectorize import (
+    NgramFeatures,
+    SequenceFeatures,
+    featurize,
+    featurize_sequences,
+    select_vocabulary,
+    select_words,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +60,7 @@ def train_and_export(
     frame = data_lib.load_reviews(source.path)
     duplicates = data_lib.find_duplicates(frame)
     frame = data_lib.drop_duplicates(frame)
+    config = resolve_model(config, frame)
     split = data_lib.split_train_validation(frame, config.validation_fraction, config.seed)
     logger.info(
         "Data: %d reviews after dropping %s; %d train / %d validation%s",
@@ -114,6 +123,23 @@ def train_and_export(
     )
 
 
+def resolve_model(config: TrainConfig, frame) -> TrainConfig:
+    """``model="auto"`` becomes "mlp" or "sepcnn" by the samples / words-per-sample ratio."""
+    if config.model != "auto":
+        return config
+    median_words = max(1.0, float(frame[data_lib.REVIEW_COLUMN].str.split().str.len().median()))
+    ratio = len(frame) / median_words
+    family = recommend_model(ratio)
+    logger.info(
+        "Model auto: %d samples / %.0f median words per sample = ratio %.1f -> %s",
+        len(frame),
+        median_words,
+        ratio,
+        family,
+    )
+    return config.replace(model=family)
+
+
 def _fit(
     texts: list[str],
     labels: np.ndarray,
@@ -121,7 +147,7 @@ def _fit(
     validation: tuple[list[str], np.ndarray] | None = None,
     epochs: int | None = None,
 ) -> tuple[keras.Model, int]:
-    """Selects the vocabulary on ``texts``, trains the MLP, and returns the text model.
+    """Builds the featurizer on ``texts``, trains the classifier, and returns the text model.
 
     With ``validation``, trains up to ``config.max_epochs`` with early stopping on validation
     loss and returns the best epoch count; otherwise trains exactly ``epochs`` epochs.
@@ -130,15 +156,20 @@ def _fit(
     features = build_features(texts, labels, config)
     validation_features = None
     if validation is not None:
-        validation_features = (featurize(features, validation[0]), validation[1])
+        validation_features = (featurize_any(features, validation[0]), validation[1])
     classifier, best_epochs = fit_classifier(
-        featurize(features, texts), labels, features.width, config, validation_features, epochs
+        featurize_any(features, texts), labels, features, config, validation_features, epochs
     )
     return build_text_model(features, classifier), best_epochs
 
 
-def build_features(texts: list[str], labels: np.ndarray, config: TrainConfig) -> NgramFeatures:
-    """The featurizer, with its vocabulary and weights selected on ``texts`` only."""
+def build_features(
+    texts: list[str], labels: np.ndarray, config: TrainConfig
+) -> NgramFeatures | SequenceFeatures:
+    """The featurizer of ``config.model``, with its vocabulary selected on ``texts`` only."""
+    if config.model == "sepcnn":
+        words = select_words(texts, config.sepcnn_max_words)
+        return SequenceFeatures(words, config.sepcnn_sequence_length, name="sequence_features")
     vocabulary = select_vocabulary(
         texts,
         labels,
@@ -150,23 +181,33 @@ def build_features(texts: list[str], labels: np.ndarray, config: TrainConfig) ->
     return NgramFeatures(vocabulary, name="ngram_features")
 
 
+def featurize_any(features: NgramFeatures | SequenceFeatures, texts: list[str]) -> tf.Tensor:
+    """Sparse n-gram features or word-id sequences for ``texts``, from the exported layer."""
+    if isinstance(features, SequenceFeatures):
+        return featurize_sequences(features, texts)
+    return featurize(features, texts)
+
+
 def fit_classifier(
-    features: tf.SparseTensor,
+    inputs: tf.Tensor | tf.SparseTensor,
     labels: np.ndarray,
-    width: int,
+    features: NgramFeatures | SequenceFeatures,
     config: TrainConfig,
-    validation: tuple[tf.SparseTensor, np.ndarray] | None = None,
+    validation: tuple[tf.Tensor | tf.SparseTensor, np.ndarray] | None = None,
     epochs: int | None = None,
 ) -> tuple[keras.Model, int]:
-    """Trains the MLP on featurised reviews; the same seed gives the same weights.
+    """Trains the classifier on featurised reviews; the same seed gives the same weights.
 
     With ``validation``, early stopping on validation loss restores the best weights, and the
     best epoch count is returned; otherwise exactly ``epochs`` epochs are trained.
     """
     keras.utils.set_random_seed(config.seed)
-    classifier = build_classifier(width, config)
+    if isinstance(features, SequenceFeatures):
+        classifier = build_sepcnn(features.vocabulary_size, config)
+    else:
+        classifier = build_classifier(features.width, config)
     dataset = (
-        tf.data.Dataset.from_tensor_slices((features, labels))
+        tf.data.Dataset.from_tensor_slices((inputs, labels))
         .shuffle(len(labels), seed=config.seed, reshuffle_each_iteration=True)
         .batch(config.batch_size)
         .prefetch(tf.data.AUTOTUNE)

@@ -30,19 +30,22 @@ from tqdm import tqdm
 from serving.contract import DECISION_THRESHOLD
 from training import data as data_lib
 from training.config import TrainConfig
-from training.train import build_features, featurize, fit_classifier
+from training.train import build_features, featurize_any, fit_classifier, resolve_model
 
 logger = logging.getLogger(__name__)
 
 # Settings that change the split or the features; trials that agree on them share one
 # featurisation.
 VECTORIZER_FIELDS = (
+    "model",
     "validation_fraction",
     "seed",
     "ngram_max",
     "max_features",
     "min_document_frequency",
     "weighting",
+    "sepcnn_max_words",
+    "sepcnn_sequence_length",
 )
 # Columns of the results table, after the grid's own fields.
 SCORE_COLUMNS = ("val_accuracy", "val_roc_auc", "val_loss", "epochs", "seconds")
@@ -135,17 +138,19 @@ def tune(
 def _run_trials(data_path: str | Path, pending: list[TrainConfig], log_path: Path) -> None:
     frame = data_lib.drop_duplicates(data_lib.load_reviews(data_path))
     splits: dict[tuple, data_lib.Split] = {}
-    groups: dict[tuple, list[TrainConfig]] = {}
-    for config in pending:
+    # Trials keep the key of the grid's config; they run (and are recorded) with "auto" resolved.
+    groups: dict[tuple, list[tuple[str, TrainConfig]]] = {}
+    for grid_config in pending:
+        config = resolve_model(grid_config, frame)
         key = tuple(getattr(config, field) for field in VECTORIZER_FIELDS)
-        groups.setdefault(key, []).append(config)
+        groups.setdefault(key, []).append((trial_key(grid_config), config))
     progress = tqdm(
         total=len(pending), desc="trials", disable=None if sys.stderr.isatty() else True
     )
     done = 0
     with progress:
         for configs in groups.values():
-            first = configs[0]
+            first = configs[0][1]
             split_key = (first.validation_fraction, first.seed)
             if split_key not in splits:
                 splits[split_key] = data_lib.split_train_validation(frame, *split_key)
@@ -155,23 +160,23 @@ def _run_trials(data_path: str | Path, pending: list[TrainConfig], log_path: Pat
             validation_labels = split.validation[data_lib.LABEL_COLUMN].to_numpy(np.float32)
             started = time.monotonic()
             features = build_features(train_texts, train_labels, first)
-            train_matrix = featurize(features, train_texts)
-            validation_matrix = featurize(
+            train_matrix = featurize_any(features, train_texts)
+            validation_matrix = featurize_any(
                 features, split.validation[data_lib.REVIEW_COLUMN].tolist()
             )
             vectorize_seconds = time.monotonic() - started
-            for config in configs:
+            for key, config in configs:
                 started = time.monotonic()
                 classifier, epochs = fit_classifier(
                     train_matrix,
                     train_labels,
-                    features.width,
+                    features,
                     config,
                     validation=(validation_matrix, validation_labels),
                 )
                 probabilities = classifier(validation_matrix, training=False).numpy().reshape(-1)
                 row = {
-                    "key": trial_key(config),
+                    "key": key,
                     "config": config.to_dict(),
                     "val_accuracy": float(
                         metrics.accuracy_score(

@@ -54,8 +54,9 @@ def standardize_texts(texts: list[str]) -> list[str]:
 
 
 def whitespace_tokens(text: str) -> list[str]:
-    """Splits a standardised text the way ``tf.strings.split`` does in the graph."""
-    return text.split(" ") if text else []
+    """Splits a standardised text the way ``tf.strings.split`` does in the graph: on runs of
+    whitespace, with no empty tokens (a lone apostrophe leaves two spaces behind)."""
+    return text.split()
 
 
 # Feature weightings: "nb" multiplies each present n-gram by its naive-Bayes log-count ratio
@@ -67,7 +68,7 @@ NB_ALPHA = 1.0
 FEATURIZE_BATCH_SIZE = 1024
 # The string work of one batch is split into this many independent shards, which a session
 # runs on separate cores, so that one large request uses the pod's 2 CPUs. make bench-train,
-# batch 256, one caller: 8,753 reviews/s unsharded, 11,109 with 2 shards.
+# batch 256, one caller: 8,753 reviews/s unsharded; 9,752-11,109 with 2 shards (VM noise).
 STRING_SHARDS = 2
 
 
@@ -217,3 +218,56 @@ def featurize(features: NgramFeatures, texts: list[str]) -> tf.SparseTensor:
         for start in range(0, len(texts), FEATURIZE_BATCH_SIZE)
     ]
     return tf.sparse.concat(axis=0, sp_inputs=batches)
+
+
+def select_words(texts: list[str], max_words: int) -> list[str]:
+    """The ``max_words`` most frequent words of the standardised texts (ties by spelling)."""
+    counts: dict[str, int] = {}
+    for text in standardize_texts(texts):
+        for word in whitespace_tokens(text):
+            counts[word] = counts.get(word, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    logger.info(
+        "Kept %d of %d words for the sequence model", min(max_words, len(ranked)), len(ranked)
+    )
+    return [word for word, _ in ranked[:max_words]]
+
+
+@keras.saving.register_keras_serializable(package="imdb")
+class SequenceFeatures(keras.layers.Layer):
+    """Raw review strings to word ids [batch, sequence_length] for the sequence model.
+
+    The same standardisation and split as ``NgramFeatures``; id 0 is padding, 1 an
+    out-of-vocabulary word, then ``words`` in order. Reviews are cut after ``sequence_length``
+    words and padded with 0 up to it.
+    """
+
+    def __init__(self, words: list[str], sequence_length: int, **kwargs):
+        super().__init__(**kwargs)
+        self.sequence_length = sequence_length
+        self.vocabulary_size = len(words) + 2
+        # A Keras layer owns the lookup table, so that the export tracks and initialises it.
+        self.lookup = keras.layers.StringLookup(
+            vocabulary=words, num_oov_indices=1, mask_token="", name="word_ids"
+        )
+
+    def call(self, texts: tf.Tensor) -> tf.Tensor:
+        ids = self.lookup(tf.strings.split(standardize(texts)))
+        return ids.to_tensor(default_value=0, shape=[None, self.sequence_length])
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (input_shape[0], self.sequence_length)
+
+    def compute_output_spec(self, inputs: keras.KerasTensor) -> keras.KerasTensor:
+        return keras.KerasTensor((inputs.shape[0], self.sequence_length), dtype="int64")
+
+
+def featurize_sequences(features: SequenceFeatures, texts: list[str]) -> tf.Tensor:
+    """The sequence featurizer's output for many texts, computed in batches (for training)."""
+    return tf.concat(
+        [
+            features(tf.constant(texts[start : start + FEATURIZE_BATCH_SIZE], dtype=tf.string))
+            for start in range(0, len(texts), FEATURIZE_BATCH_SIZE)
+        ],
+        axis=0,
+    )

@@ -100,3 +100,25 @@ def test_benchmark_writes_both_tables(tmp_path, demo_csv):
     assert json.loads((tmp_path / "bench-train.json").read_text()) == document
     table = (tmp_path / "bench-train.md").read_text()
     assert "| model | val accuracy |" in table and "LogisticRegression" in table
+
+
+def test_auto_picks_the_family_by_the_samples_to_words_ratio(caplog):
+    import logging
+
+    import pandas as pd
+
+    from training.train import resolve_model
+
+    few_long = pd.DataFrame({"review": ["word " * 200] * 100, "label": [0, 1] * 50})
+    many_short = pd.DataFrame({"review": ["great"] * 3000, "label": [0, 1] * 1500})
+    with caplog.at_level(logging.INFO):
+        assert resolve_model(TrainConfig(), few_long).model == "mlp"
+        assert resolve_model(TrainConfig(), many_short).model == "sepcnn"
+    assert "ratio 0.5 -> mlp" in caplog.text and "ratio 3000.0 -> sepcnn" in caplog.text
+    assert resolve_model(TrainConfig(model="sepcnn"), few_long).model == "sepcnn"
+
+
+def test_the_resolved_family_is_recorded_with_the_export(trained_model):
+    _, result = trained_model
+    config = json.loads((result.export_path / "assets.extra" / "training_config.json").read_text())
+    assert config["model"] in ("mlp", "sepcnn")
