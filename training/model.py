@@ -27,13 +27,7 @@ def build_classifier(num_features: int, config: TrainConfig) -> keras.Model:
         )
         hidden = keras.layers.Dropout(config.dropout_rate, name=f"dropout_{index}")(hidden)
     probability = keras.layers.Dense(1, activation="sigmoid", name="probability")(hidden)
-    model = keras.Model(features, probability, name="ngram_mlp")
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-        loss="binary_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
+    return _compiled(keras.Model(features, probability, name="ngram_mlp"), config)
 
 
 def build_sepcnn(vocabulary_size: int, config: TrainConfig) -> keras.Model:
@@ -67,13 +61,7 @@ def build_sepcnn(vocabulary_size: int, config: TrainConfig) -> keras.Model:
     hidden = keras.layers.GlobalAveragePooling1D(name="average")(hidden)
     hidden = keras.layers.Dropout(config.sepcnn_dropout_rate, name="dropout_output")(hidden)
     probability = keras.layers.Dense(1, activation="sigmoid", name="probability")(hidden)
-    model = keras.Model(word_ids, probability, name="sepcnn")
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-        loss="binary_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
+    return _compiled(keras.Model(word_ids, probability, name="sepcnn"), config)
 
 
 def build_text_model(
@@ -82,3 +70,13 @@ def build_text_model(
     """Chains the in-graph featurizer and the trained classifier: strings in, [-1, 1] out."""
     reviews = keras.Input(shape=(), dtype="string", name=INPUT_KEY)
     return keras.Model(reviews, classifier(features(reviews)), name="imdb_sentiment")
+
+
+def _compiled(model: keras.Model, config: TrainConfig) -> keras.Model:
+    """Both families: binary cross-entropy, Adam at ``config.learning_rate``, accuracy."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+        loss="binary_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
