@@ -10,7 +10,6 @@ per sample: below ``SEQUENCE_MODEL_RATIO`` an n-gram MLP, above it a sequence mo
 
 from __future__ import annotations
 
-import collections
 import json
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from training import data as data_lib
-from training.vectorize import standardize_texts, whitespace_tokens
+from training.vectorize import word_counts
 
 # Samples / median words per sample above which a sequence model beats n-grams (Google's
 # text classification guide, the notes' reference).
@@ -60,9 +59,7 @@ def compute_metrics(frame: pd.DataFrame) -> dict:
     median_words = float(np.median(words_per_sample))
     per_class = frame[data_lib.SENTIMENT_COLUMN].value_counts().sort_index()
     ratio = len(frame) / max(median_words, 1.0)
-    counter: collections.Counter[str] = collections.Counter()
-    for text in standardize_texts(frame[data_lib.REVIEW_COLUMN].tolist()):
-        counter.update(whitespace_tokens(text))
+    counter = word_counts(frame[data_lib.REVIEW_COLUMN].tolist())
     return {
         "num_samples": len(frame),
         "num_classes": int(per_class.size),

@@ -101,8 +101,9 @@ def tune(
     base_config = base_config or TrainConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trials = [base_config.replace(**overrides) for overrides in read_grid(grid_path)]
-    grid_fields = sorted({key for overrides in read_grid(grid_path) for key in overrides})
+    grid = read_grid(grid_path)
+    trials = [base_config.replace(**overrides) for overrides in grid]
+    grid_fields = sorted({key for overrides in grid for key in overrides})
     log_path = out_dir / "trials.jsonl"
     finished = _read_finished(log_path)
     pending = [config for config in trials if trial_key(config) not in finished]

@@ -9,6 +9,7 @@ tokenise through ``standardize`` below, and a test checks that they find the sam
 
 from __future__ import annotations
 
+import collections
 import logging
 import warnings
 from dataclasses import dataclass
@@ -220,13 +221,17 @@ def featurize(features: NgramFeatures, texts: list[str]) -> tf.SparseTensor:
     return tf.sparse.concat(axis=0, sp_inputs=batches)
 
 
+def word_counts(texts: list[str]) -> collections.Counter[str]:
+    """How often each word occurs in the standardised texts (the model's own tokenisation)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for text in standardize_texts(texts):
+        counts.update(whitespace_tokens(text))
+    return counts
+
+
 def select_words(texts: list[str], max_words: int) -> list[str]:
     """The ``max_words`` most frequent words of the standardised texts (ties by spelling)."""
-    counts: dict[str, int] = {}
-    for text in standardize_texts(texts):
-        for word in whitespace_tokens(text):
-            counts[word] = counts.get(word, 0) + 1
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ranked = sorted(word_counts(texts).items(), key=lambda item: (-item[1], item[0]))
     logger.info(
         "Kept %d of %d words for the sequence model", min(max_words, len(ranked)), len(ranked)
     )

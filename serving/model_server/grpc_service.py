@@ -159,6 +159,14 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         )
 
 
+def signature_def_map(lease: VersionLease) -> get_model_metadata_pb2.SignatureDefMap:
+    """Every SignatureDef of the leased version: the ``signature_def`` metadata field."""
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for name, signature in lease.bundle.signature_defs.items():
+        signature_map.signature_def[name].CopyFrom(signature)
+    return signature_map
+
+
 def metadata_response(
     model_name: str, lease: VersionLease
 ) -> get_model_metadata_pb2.GetModelMetadataResponse:
@@ -166,10 +174,7 @@ def metadata_response(
     response = get_model_metadata_pb2.GetModelMetadataResponse()
     response.model_spec.name = model_name
     response.model_spec.version.value = lease.version.number
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    for name, signature in lease.bundle.signature_defs.items():
-        signature_map.signature_def[name].CopyFrom(signature)
     packed = any_pb2.Any()
-    packed.Pack(signature_map)
+    packed.Pack(signature_def_map(lease))
     response.metadata[SIGNATURE_DEF_FIELD].CopyFrom(packed)
     return response

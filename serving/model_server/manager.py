@@ -28,6 +28,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving.contract import WARMUP_FILE
 from serving.model_server.bundle import SessionBundle
 from serving.model_server.errors import ServingError, invalid_argument, not_found
+from serving.model_server.predict import predict_with_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -386,8 +387,6 @@ class ModelManager:
         if not path.exists():
             logger.info("No warmup data file found at %s", path)
             return
-        from serving.model_server.predict import predict_with_bundle  # avoids an import cycle
-
         try:
             records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
         except tf.errors.OpError as error:

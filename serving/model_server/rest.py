@@ -20,11 +20,11 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.apis import model_pb2
 
 from serving.model_server.bundle import SessionBundle
 from serving.model_server.errors import ServingError, invalid_argument
-from serving.model_server.grpc_service import metadata_response
+from serving.model_server.grpc_service import signature_def_map
 from serving.model_server.manager import ModelManager
 from serving.model_server.predict import run_signature
 
@@ -108,18 +108,18 @@ class RestApi:
 
     def _metadata(self, name: str, version: int | None, label: str | None) -> bytes:
         with self._manager.lease(name, version, label) as lease:
-            response = metadata_response(name, lease)
-        signature_map = response.metadata["signature_def"]
-        unpacked = get_model_metadata_pb2.SignatureDefMap()
-        signature_map.Unpack(unpacked)
+            signatures = signature_def_map(lease)
+            version_number = lease.version.number
+        model_spec = model_pb2.ModelSpec(name=name)
+        model_spec.version.value = version_number
         options = {
             "preserving_proto_field_name": True,
             "always_print_fields_with_no_presence": True,
         }
         return _json_bytes(
             {
-                "model_spec": json_format.MessageToDict(response.model_spec, **options),
-                "metadata": {"signature_def": json_format.MessageToDict(unpacked, **options)},
+                "model_spec": json_format.MessageToDict(model_spec, **options),
+                "metadata": {"signature_def": json_format.MessageToDict(signatures, **options)},
             }
         )
 
