@@ -50,9 +50,7 @@ def build_sepcnn(vocabulary_size: int, config: TrainConfig) -> keras.Model:
                 config.sepcnn_kernel_size,
                 activation="relu",
                 padding="same",
-                # He initialisation suits the ReLU stack; the guide's "random_uniform" depthwise
-                # kernels left four stacked convolutions at chance on the demo set (measured).
-                depthwise_initializer="he_uniform",
+                depthwise_initializer=depthwise_initializer(hidden.shape[-1]),
                 pointwise_initializer="he_uniform",
                 name=f"separable_conv_{block}_{layer}",
             )(hidden)
@@ -62,6 +60,22 @@ def build_sepcnn(vocabulary_size: int, config: TrainConfig) -> keras.Model:
     hidden = keras.layers.Dropout(config.sepcnn_dropout_rate, name="dropout_output")(hidden)
     probability = keras.layers.Dense(1, activation="sigmoid", name="probability")(hidden)
     return _compiled(keras.Model(word_ids, probability, name="sepcnn"), config)
+
+
+def depthwise_initializer(input_channels: int) -> keras.initializers.Initializer:
+    """Depthwise kernels that keep the signal's scale through a stack of separable convolutions.
+
+    A depthwise filter sees ``kernel_size`` inputs of one channel, but Keras computes the fan-in
+    of a depthwise kernel as ``kernel_size * input_channels``: "he_uniform" is then
+    ``input_channels`` times too small in variance, and the guide's "random_uniform" is smaller
+    still. Four stacked convolutions shrank the signal ~1,000-fold (measured: standard deviation
+    0.029 after the embedding, 1.7e-5 before the output), so on the real IMDB data the sepCNN
+    sat at loss 0.693. Scaling by ``input_channels`` gives each depthwise filter variance
+    1 / kernel_size, preserving the variance; the pointwise "he_uniform" then compensates ReLU.
+    """
+    return keras.initializers.VarianceScaling(
+        scale=float(input_channels), mode="fan_in", distribution="uniform"
+    )
 
 
 def build_text_model(
