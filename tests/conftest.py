@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from training.config import MODEL_FAMILIES
+
 # Quiet TensorFlow's C++ logging in the test process and in the servers it starts.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -27,8 +29,6 @@ TINY_TRAINING = {
     "sepcnn_embedding_dim": 16,
     "sepcnn_filters": 16,
 }
-# Both model families must export the same contract and pass the same serving tests.
-MODEL_FAMILIES = ("mlp", "sepcnn")
 
 
 def free_port() -> int:
@@ -45,7 +45,7 @@ def demo_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_demo_csv(tmp_path_factory.mktemp("demo") / "reviews.csv")
 
 
-@pytest.fixture(scope="session", params=MODEL_FAMILIES)
+@pytest.fixture(scope="session", params=MODEL_FAMILIES)  # the same serving tests for both
 def trained_model(request, tmp_path_factory: pytest.TempPathFactory, demo_csv: Path):
     """(base_dir, TrainResult) of a tiny model trained on the demo set and exported as version 1,
     once per model family.

@@ -4,7 +4,7 @@ Commands:
     explore     the design notes' data metrics and plots, and the recommended model
     train       train on labelled reviews and export a new model version
     tune        grid search over vectoriser and model settings (resumable)
-    bench       training benchmark: default model vs a scikit-learn baseline
+    bench       training benchmark: both model families vs a scikit-learn baseline
     demo-data   write the built-in demo set of short reviews as a CSV
 """
 
@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from serving.contract import MODEL_BASE_DIR
+from training.config import MODEL_FAMILIES
 
 logger = logging.getLogger("training")
 
@@ -77,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", type=Path, required=True, help="labelled reviews")
     bench.add_argument("--config", type=Path, help="JSON TrainConfig (default: the defaults)")
     bench.add_argument("--out", type=Path, default=Path("reports"), help="(default: reports)")
+    bench.add_argument(
+        "--families",
+        type=_families,
+        default=MODEL_FAMILIES,
+        help=f"comma-separated model families to train (default: {','.join(MODEL_FAMILIES)})",
+    )
 
     demo = commands.add_parser("demo-data", help="write the demo review set as CSV")
     demo.add_argument("--out", type=Path, default=Path("data/demo/reviews.csv"))
@@ -90,6 +97,16 @@ def _bool_flag(text: str) -> bool:
     if value in ("false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _families(text: str) -> tuple[str, ...]:
+    families = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in families if name not in MODEL_FAMILIES]
+    if not families or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of {','.join(MODEL_FAMILIES)}, got {text!r}"
+        )
+    return families
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             from training.config import TrainConfig
 
             config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-            run_benchmark(args.data, args.out, config)
+            run_benchmark(args.data, args.out, config, args.families)
             print((args.out / "bench-train.md").read_text(), end="")
             return EXIT_OK
         if args.command == "demo-data":

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The two model families; a config's ``model`` is one of them or "auto".
+MODEL_FAMILIES = ("mlp", "sepcnn")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -63,7 +66,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = {
             "validation_fraction must be in (0, 1)": 0.0 < self.validation_fraction < 1.0,
-            "model must be 'auto', 'mlp' or 'sepcnn'": self.model in ("auto", "mlp", "sepcnn"),
+            "model must be 'auto', 'mlp' or 'sepcnn'": self.model in ("auto", *MODEL_FAMILIES),
             "ngram_max must be 1 or more": self.ngram_max >= 1,
             "sepcnn sizes must be 1 or more": min(
                 self.sepcnn_max_words,

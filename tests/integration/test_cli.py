@@ -249,3 +249,12 @@ def test_train_cli_reports_bad_data_and_config(tmp_path, capsys):
     assert "dropout_rate" in capsys.readouterr().err
     assert main(["train", "--no-such-flag"]) == 2
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_bench_cli_rejects_an_unknown_model_family(capsys):
+    from training.__main__ import main
+
+    assert main(["bench", "--data", "x.csv", "--families", "mlp,lstm"]) == 2
+    assert "expected a comma-separated subset of mlp,sepcnn, got 'mlp,lstm'" in (
+        capsys.readouterr().err
+    )

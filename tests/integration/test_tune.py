@@ -88,18 +88,23 @@ def test_the_same_seed_gives_the_same_metrics(tmp_path, demo_csv):
     assert other.evaluation["split"] == runs[0]["split"]  # same data, different seed
 
 
-def test_benchmark_writes_both_tables(tmp_path, demo_csv):
+def test_benchmark_trains_both_families_next_to_the_baseline(tmp_path, demo_csv):
     from training.benchmark import run_benchmark
 
     config = TrainConfig(**TINY_TRAINING).replace(max_epochs=3)
     document = run_benchmark(demo_csv, tmp_path, config)
-    ours, baseline = document["ours"], document["baseline"]
-    assert 0.5 < ours["val_accuracy"] <= 1 and 0.5 < baseline["val_accuracy"] <= 1
-    assert ours["model_megabytes"] > 0 and ours["train_seconds"] > 0
-    assert ours["reviews_per_second_1_caller"] > 100 and ours["reviews_per_second_2_callers"] > 100
+    assert [row["family"] for row in document["models"]] == ["mlp", "sepcnn"]
+    for ours in document["models"]:
+        assert 0.5 < ours["val_accuracy"] <= 1
+        assert ours["model_megabytes"] > 0 and ours["train_seconds"] > 0
+        assert ours["reviews_per_second_1_caller"] > 100
+        assert ours["reviews_per_second_2_callers"] > 100
+    assert 0.5 < document["baseline"]["val_accuracy"] <= 1
     assert json.loads((tmp_path / "bench-train.json").read_text()) == document
-    table = (tmp_path / "bench-train.md").read_text()
-    assert "| model | val accuracy |" in table and "LogisticRegression" in table
+    table = (tmp_path / "bench-train.md").read_text().splitlines()
+    assert table[0].startswith("| model | val accuracy |")
+    assert table[2].startswith("| n-gram MLP:") and table[3].startswith("| sepCNN:")
+    assert "LogisticRegression" in table[4]
 
 
 def test_auto_picks_the_family_by_the_samples_to_words_ratio(caplog):
