@@ -84,7 +84,7 @@ train: $(STAMP) ## Train on DATA and export a new version under models/imdb/
 explore: $(STAMP) ## Data metrics, plots and recommended model for DATA -> reports/explore/
 	$(PY) -m training explore --data "$(DATA)" --out reports/explore
 
-bench-train: $(STAMP) ## Benchmark default training vs a scikit-learn baseline on DATA -> reports/
+bench-train: $(STAMP) ## Benchmark both model families vs a scikit-learn baseline on DATA -> reports/
 	$(PY) -m training bench --data "$(DATA)" --out reports
 
 tune: $(STAMP) ## Grid search (GRID=...) on DATA's grouped validation split; resumable

@@ -28,8 +28,12 @@ def imdb_data() -> Path:
     return path
 
 
-def test_default_training_on_full_data_is_well_above_chance(imdb_data, tmp_path):
-    result = train_and_export(DataSource(imdb_data, "given"), TrainConfig(), tmp_path / "imdb")
+@pytest.mark.parametrize("family", ["auto", "sepcnn"])
+def test_training_on_full_data_is_well_above_chance(imdb_data, tmp_path, family):
+    """The default (auto -> mlp) and the sepCNN, which once sat at loss 0.693 on this data."""
+    result = train_and_export(
+        DataSource(imdb_data, "given"), TrainConfig(model=family), tmp_path / "imdb"
+    )
     # A directional check, not an accuracy target: the model learned the task.
     assert result.evaluation["accuracy"] > 0.8
     assert result.evaluation["split"]["validation"] > 1000

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import TINY_TRAINING
+from tests.conftest import PROJECT_ROOT, TINY_TRAINING
 from training.config import TrainConfig
 from training.tune import read_grid, tune
 
@@ -70,6 +70,12 @@ def test_bad_grids_are_refused_before_any_work(tmp_path, grid, message):
     path.write_text(grid)
     with pytest.raises(ValueError, match=message):
         read_grid(path)
+
+
+@pytest.mark.parametrize("grid", sorted((PROJECT_ROOT / "training" / "grids").glob("*.json")))
+def test_shipped_grids_are_valid(grid):
+    # read_grid refuses unknown fields and values that make an invalid TrainConfig.
+    assert len(read_grid(grid)) >= 2
 
 
 def test_the_same_seed_gives_the_same_metrics(tmp_path, demo_csv):
