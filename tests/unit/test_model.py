@@ -11,7 +11,7 @@ from training.model import build_sepcnn, depthwise_initializer
 
 
 def _activations(model: keras.Model, inputs: np.ndarray, layer_names: list[str]) -> list:
-    probe = keras.Model(model.inputs, [model.get_layer(name).output for name in layer_names])
+    probe = keras.Model(model.input, [model.get_layer(name).output for name in layer_names])
     return [np.asarray(output) for output in probe(inputs, training=False)]
 
 
