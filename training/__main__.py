@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from serving.cli_args import bool_flag
 from serving.contract import MODEL_BASE_DIR
 from training.config import MODEL_FAMILIES
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         is_bool = isinstance(field.default, bool)
         train.add_argument(
             "--" + field.name.replace("_", "-"),
-            type=_bool_flag if is_bool else type(field.default),
+            type=bool_flag if is_bool else type(field.default),
             default=None,
             help=f"(default: {str(field.default).lower() if is_bool else field.default})",
         )
@@ -88,15 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo-data", help="write the demo review set as CSV")
     demo.add_argument("--out", type=Path, default=Path("data/demo/reviews.csv"))
     return parser
-
-
-def _bool_flag(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _families(text: str) -> tuple[str, ...]:

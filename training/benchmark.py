@@ -10,7 +10,6 @@ Writes ``<out>/bench-train.json`` and ``<out>/bench-train.md``.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import tempfile
 import time
@@ -19,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from sklearn import metrics
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from serving.contract import DECISION_THRESHOLD, INPUT_KEY, SIGNATURE_NAME
+from serving.cli_args import usable_cpus
+from serving.contract import INPUT_KEY, SIGNATURE_NAME
 from serving.model_server.bundle import SessionBundle
 from training import data as data_lib
 from training.config import MODEL_FAMILIES, TrainConfig
+from training.evaluate import classification_report
 from training.sources import DataSource
 from training.train import train_and_export
 
@@ -79,11 +79,11 @@ def run_baseline(split: data_lib.Split) -> dict:
     probabilities = model.predict_proba(
         vectorizer.transform(split.validation[data_lib.REVIEW_COLUMN])
     )[:, 1]
-    labels = split.validation[data_lib.LABEL_COLUMN]
+    report = classification_report(split.validation[data_lib.LABEL_COLUMN], probabilities)
     return {
         "model": f"scikit-learn TF-IDF 1-2-grams + LogisticRegression(C={BASELINE_C:g})",
-        "val_accuracy": float(metrics.accuracy_score(labels, probabilities >= DECISION_THRESHOLD)),
-        "val_roc_auc": float(metrics.roc_auc_score(labels, probabilities)),
+        "val_accuracy": report["accuracy"],
+        "val_roc_auc": report["roc_auc"],
         "train_seconds": round(time.monotonic() - started, 1),
         "features": len(vectorizer.vocabulary_),
     }
@@ -118,7 +118,7 @@ def run_benchmark(
         },
         "config": config.to_dict(),
         "machine": {
-            "cpus": _cpu_count(),
+            "cpus": usable_cpus(),
             "python": platform.python_version(),
             "tensorflow": tf.__version__,
         },
@@ -197,7 +197,3 @@ def markdown(document: dict) -> str:
         "validation reviews, median of 3 passes.",
     ]
     return "\n".join(rows + notes) + "\n"
-
-
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -41,6 +41,16 @@ PLOTS = {
 }
 
 
+def words_per_sample(reviews: pd.Series) -> np.ndarray:
+    """Whitespace-separated words of each raw review, as the guide counts them."""
+    return reviews.str.split().str.len().to_numpy()
+
+
+def samples_to_words_ratio(num_samples: int, median_words: float) -> float:
+    """The guide's model-choice statistic: samples / median words per sample."""
+    return num_samples / max(median_words, 1.0)
+
+
 def recommend_model(samples_to_words_ratio: float) -> str:
     """ "mlp" (n-gram MLP) below the guide's threshold, "sepcnn" (sequence CNN) above it."""
     return "sepcnn" if samples_to_words_ratio >= SEQUENCE_MODEL_RATIO else "mlp"
@@ -55,29 +65,29 @@ def compute_metrics(frame: pd.DataFrame) -> dict:
     """
     if frame.empty:
         raise ValueError("cannot explore an empty data set")
-    words_per_sample = frame[data_lib.REVIEW_COLUMN].str.split().str.len().to_numpy()
-    median_words = float(np.median(words_per_sample))
+    lengths = words_per_sample(frame[data_lib.REVIEW_COLUMN])
+    median_words = float(np.median(lengths))
     per_class = frame[data_lib.SENTIMENT_COLUMN].value_counts().sort_index()
-    ratio = len(frame) / max(median_words, 1.0)
+    ratio = samples_to_words_ratio(len(frame), median_words)
     counter = word_counts(frame[data_lib.REVIEW_COLUMN].tolist())
     return {
         "num_samples": len(frame),
         "num_classes": int(per_class.size),
         "samples_per_class": {label: int(count) for label, count in per_class.items()},
         "median_words_per_sample": median_words,
-        "mean_words_per_sample": float(words_per_sample.mean()),
+        "mean_words_per_sample": float(lengths.mean()),
         "words_per_sample_percentiles": {
-            str(p): float(np.percentile(words_per_sample, p)) for p in (5, 25, 75, 95, 99)
+            str(p): float(np.percentile(lengths, p)) for p in (5, 25, 75, 95, 99)
         },
-        "min_words_per_sample": int(words_per_sample.min()),
-        "max_words_per_sample": int(words_per_sample.max()),
+        "min_words_per_sample": int(lengths.min()),
+        "max_words_per_sample": int(lengths.max()),
         "samples_to_words_ratio": ratio,
         "recommended_model": recommend_model(ratio),
         "vocabulary_size": len(counter),
         "top_words": [[word, count] for word, count in counter.most_common(TOP_WORDS)],
         "duplicate_reviews": data_lib.find_duplicates(frame).duplicate_rows,
-        "warnings": _warnings(per_class, median_words, words_per_sample),
-        "_words_per_sample": words_per_sample.tolist(),
+        "warnings": _warnings(per_class, median_words, lengths),
+        "_words_per_sample": lengths.tolist(),
     }
 
 

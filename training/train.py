@@ -15,7 +15,7 @@ import tensorflow as tf
 from training import data as data_lib
 from training.config import TrainConfig
 from training.evaluate import classification_report
-from training.explore import recommend_model
+from training.explore import recommend_model, samples_to_words_ratio, words_per_sample
 from training.export import export_model
 from training.model import build_classifier, build_sepcnn, build_text_model
 from training.sources import DataSource
@@ -23,7 +23,6 @@ from training.vectorize import (
     NgramFeatures,
     SequenceFeatures,
     featurize,
-    featurize_sequences,
     select_vocabulary,
     select_words,
 )
@@ -127,8 +126,8 @@ def resolve_model(config: TrainConfig, frame) -> TrainConfig:
     """``model="auto"`` becomes "mlp" or "sepcnn" by the samples / words-per-sample ratio."""
     if config.model != "auto":
         return config
-    median_words = max(1.0, float(frame[data_lib.REVIEW_COLUMN].str.split().str.len().median()))
-    ratio = len(frame) / median_words
+    median_words = float(np.median(words_per_sample(frame[data_lib.REVIEW_COLUMN])))
+    ratio = samples_to_words_ratio(len(frame), median_words)
     family = recommend_model(ratio)
     logger.info(
         "Model auto: %d samples / %.0f median words per sample = ratio %.1f -> %s",
@@ -156,9 +155,9 @@ def _fit(
     features = build_features(texts, labels, config)
     validation_features = None
     if validation is not None:
-        validation_features = (featurize_any(features, validation[0]), validation[1])
+        validation_features = (featurize(features, validation[0]), validation[1])
     classifier, best_epochs = fit_classifier(
-        featurize_any(features, texts), labels, features, config, validation_features, epochs
+        featurize(features, texts), labels, features, config, validation_features, epochs
     )
     return build_text_model(features, classifier), best_epochs
 
@@ -179,13 +178,6 @@ def build_features(
         weighting=config.weighting,
     )
     return NgramFeatures(vocabulary, name="ngram_features")
-
-
-def featurize_any(features: NgramFeatures | SequenceFeatures, texts: list[str]) -> tf.Tensor:
-    """Sparse n-gram features or word-id sequences for ``texts``, from the exported layer."""
-    if isinstance(features, SequenceFeatures):
-        return featurize_sequences(features, texts)
-    return featurize(features, texts)
 
 
 def fit_classifier(

@@ -27,10 +27,11 @@ from sklearn import metrics
 from sklearn.model_selection import ParameterGrid
 from tqdm import tqdm
 
-from serving.contract import DECISION_THRESHOLD
 from training import data as data_lib
 from training.config import TrainConfig
-from training.train import build_features, featurize_any, fit_classifier, resolve_model
+from training.evaluate import classification_report
+from training.train import build_features, fit_classifier, resolve_model
+from training.vectorize import featurize
 
 logger = logging.getLogger(__name__)
 
@@ -117,23 +118,24 @@ def tune(
     if pending:
         _run_trials(data_path, pending, log_path)
     finished = _read_finished(log_path)
-    rows = [finished[trial_key(config)] for config in trials]
+    # Best first: highest accuracy, then lowest loss; ties keep the grid's order.
+    rows = sorted(
+        (finished[trial_key(config)] for config in trials),
+        key=lambda row: (-row["val_accuracy"], row["val_loss"]),
+    )
     results = pd.DataFrame(
         [
             {**{f: row["config"][f] for f in grid_fields}, **{c: row[c] for c in SCORE_COLUMNS}}
             for row in rows
         ]
-    ).sort_values(["val_accuracy", "val_loss"], ascending=[False, True], kind="stable")
-    best = next(
-        TrainConfig(**row["config"])
-        for row in sorted(rows, key=lambda r: (-r["val_accuracy"], r["val_loss"]))
     )
+    best = TrainConfig(**rows[0]["config"])
     results.to_csv(out_dir / "results.csv", index=False)
     (out_dir / "results.md").write_text(_markdown(results), encoding="utf-8")
     (out_dir / "best_config.json").write_text(
         json.dumps(best.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
-    return TuneResult(results.reset_index(drop=True), best, out_dir)
+    return TuneResult(results, best, out_dir)
 
 
 def _run_trials(data_path: str | Path, pending: list[TrainConfig], log_path: Path) -> None:
@@ -161,8 +163,8 @@ def _run_trials(data_path: str | Path, pending: list[TrainConfig], log_path: Pat
             validation_labels = split.validation[data_lib.LABEL_COLUMN].to_numpy(np.float32)
             started = time.monotonic()
             features = build_features(train_texts, train_labels, first)
-            train_matrix = featurize_any(features, train_texts)
-            validation_matrix = featurize_any(
+            train_matrix = featurize(features, train_texts)
+            validation_matrix = featurize(
                 features, split.validation[data_lib.REVIEW_COLUMN].tolist()
             )
             vectorize_seconds = time.monotonic() - started
@@ -176,15 +178,12 @@ def _run_trials(data_path: str | Path, pending: list[TrainConfig], log_path: Pat
                     validation=(validation_matrix, validation_labels),
                 )
                 probabilities = classifier(validation_matrix, training=False).numpy().reshape(-1)
+                report = classification_report(validation_labels, probabilities)
                 row = {
                     "key": key,
                     "config": config.to_dict(),
-                    "val_accuracy": float(
-                        metrics.accuracy_score(
-                            validation_labels, probabilities >= DECISION_THRESHOLD
-                        )
-                    ),
-                    "val_roc_auc": float(metrics.roc_auc_score(validation_labels, probabilities)),
+                    "val_accuracy": report["accuracy"],
+                    "val_roc_auc": report["roc_auc"],
                     "val_loss": float(
                         metrics.log_loss(validation_labels, np.clip(probabilities, 1e-7, 1 - 1e-7))
                     ),

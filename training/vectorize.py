@@ -2,9 +2,10 @@
 
 The vocabulary and its weights are computed outside the graph with scikit-learn, so that the
 feature selection the design notes ask for (ANOVA F-value, top k) and naive-Bayes weighting are
-possible; the result is handed to ``NgramFeatures``, whose Keras ``TextVectorization`` runs the
-same standardisation, whitespace split and n-gram join inside the exported graph. Both sides
-tokenise through ``standardize`` below, and a test checks that they find the same n-grams.
+possible; the result is handed to ``NgramFeatures``, which runs the same standardisation,
+whitespace split and n-gram join inside the exported graph with standard TF string ops. Both
+sides tokenise through ``standardize`` below, and a test checks that they find the same n-grams.
+``SequenceFeatures`` turns the same standardised words into ids for the sequence model.
 """
 
 from __future__ import annotations
@@ -212,15 +213,6 @@ class NgramFeatures(keras.layers.Layer):
         return (input_shape[0], self.width)
 
 
-def featurize(features: NgramFeatures, texts: list[str]) -> tf.SparseTensor:
-    """The featurizer's output for many texts, computed in batches (for training)."""
-    batches = [
-        features(tf.constant(texts[start : start + FEATURIZE_BATCH_SIZE], dtype=tf.string))
-        for start in range(0, len(texts), FEATURIZE_BATCH_SIZE)
-    ]
-    return tf.sparse.concat(axis=0, sp_inputs=batches)
-
-
 def word_counts(texts: list[str]) -> collections.Counter[str]:
     """How often each word occurs in the standardised texts (the model's own tokenisation)."""
     counts: collections.Counter[str] = collections.Counter()
@@ -267,12 +259,15 @@ class SequenceFeatures(keras.layers.Layer):
         return keras.KerasTensor((inputs.shape[0], self.sequence_length), dtype="int64")
 
 
-def featurize_sequences(features: SequenceFeatures, texts: list[str]) -> tf.Tensor:
-    """The sequence featurizer's output for many texts, computed in batches (for training)."""
-    return tf.concat(
-        [
-            features(tf.constant(texts[start : start + FEATURIZE_BATCH_SIZE], dtype=tf.string))
-            for start in range(0, len(texts), FEATURIZE_BATCH_SIZE)
-        ],
-        axis=0,
-    )
+def featurize(
+    features: NgramFeatures | SequenceFeatures, texts: list[str]
+) -> tf.SparseTensor | tf.Tensor:
+    """A featurizer's output for many texts, computed in batches (for training and tuning):
+    sparse n-gram features, or word-id sequences."""
+    batches = [
+        features(tf.constant(texts[start : start + FEATURIZE_BATCH_SIZE], dtype=tf.string))
+        for start in range(0, len(texts), FEATURIZE_BATCH_SIZE)
+    ]
+    if isinstance(features, NgramFeatures):
+        return tf.sparse.concat(axis=0, sp_inputs=batches)
+    return tf.concat(batches, axis=0)

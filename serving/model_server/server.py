@@ -27,6 +27,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 from tensorflow_serving.config import model_server_config_pb2
 from waitress.server import create_server
 
+from serving.cli_args import bool_flag, usable_cpus
 from serving.contract import GRPC_PORT
 from serving.model_server.grpc_service import ModelServicer, PredictionServicer
 from serving.model_server.manager import LoadSettings, ModelManager
@@ -191,7 +192,7 @@ class ModelServer:
     def _start_grpc(self, options: ServerOptions) -> None:
         server = grpc.server(
             futures.ThreadPoolExecutor(
-                max_workers=max(8, 4 * _cpu_count()), thread_name_prefix="grpc"
+                max_workers=max(8, 4 * usable_cpus()), thread_name_prefix="grpc"
             ),
             options=[
                 ("grpc.max_receive_message_length", options.max_request_bytes),
@@ -223,7 +224,7 @@ class ModelServer:
 
     def _start_rest(self, options: ServerOptions) -> None:
         app = RestApi(self.manager, timeout_seconds=options.rest_api_timeout_in_ms / 1000)
-        threads = options.rest_api_num_threads or 4 * _cpu_count()
+        threads = options.rest_api_num_threads or 4 * usable_cpus()
         try:
             self._rest_server = create_server(
                 app,
@@ -273,21 +274,6 @@ def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
     return arguments
 
 
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _bool_flag(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m serving.model_server",
@@ -311,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max_num_load_retries", type=int, default=defaults.max_num_load_retries)
     add("--load_retry_interval_micros", type=int, default=defaults.load_retry_interval_micros)
     for name in ("enable_model_warmup", "enable_grpc_healthcheck_service"):
-        add(f"--{name}", type=_bool_flag, nargs="?", const=True, default=getattr(defaults, name))
+        add(f"--{name}", type=bool_flag, nargs="?", const=True, default=getattr(defaults, name))
     add("--num_request_iterations_for_warmup", type=int, default=0)
     add("--rest_api_num_threads", type=int, default=0, help="REST worker threads (0: 4 x CPUs)")
     add("--rest_api_timeout_in_ms", type=int, default=defaults.rest_api_timeout_in_ms)
