@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 
 from serving.cli_args import usable_cpus
 from serving.contract import INPUT_KEY, SIGNATURE_NAME
-from serving.model_server.bundle import SessionBundle
+from serving.savedmodel import SessionBundle
 from training import data as data_lib
 from training.config import MODEL_FAMILIES, TrainConfig
 from training.evaluate import classification_report

@@ -32,7 +32,7 @@ from serving.contract import (
     WARMUP_FILE,
     signature_problems,
 )
-from serving.model_server.bundle import PYTHON_ONLY_OPS, SessionBundle
+from serving.savedmodel import PYTHON_ONLY_OPS, SessionBundle
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """gRPC front end: ``tensorflow.serving.PredictionService`` and ``ModelService``.
 
-Messages and status codes follow TF Serving (``../shared/docs/tfserving-api.md`` §4).
+Messages and status codes follow TF Serving's ``prediction_service.proto`` and
+``model_service.proto``. A peer of ``rest.py`` over the same manager and predict step.
 """
 
 from __future__ import annotations
@@ -159,14 +160,6 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         )
 
 
-def signature_def_map(lease: VersionLease) -> get_model_metadata_pb2.SignatureDefMap:
-    """Every SignatureDef of the leased version: the ``signature_def`` metadata field."""
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    for name, signature in lease.bundle.signature_defs.items():
-        signature_map.signature_def[name].CopyFrom(signature)
-    return signature_map
-
-
 def metadata_response(
     model_name: str, lease: VersionLease
 ) -> get_model_metadata_pb2.GetModelMetadataResponse:
@@ -175,6 +168,6 @@ def metadata_response(
     response.model_spec.name = model_name
     response.model_spec.version.value = lease.version.number
     packed = any_pb2.Any()
-    packed.Pack(signature_def_map(lease))
+    packed.Pack(lease.bundle.signature_def_map())
     response.metadata[SIGNATURE_DEF_FIELD].CopyFrom(packed)
     return response

@@ -26,9 +26,9 @@ from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.contract import WARMUP_FILE
-from serving.model_server.bundle import SessionBundle
 from serving.model_server.errors import ServingError, invalid_argument, not_found
 from serving.model_server.predict import predict_with_bundle
+from serving.savedmodel import SessionBundle
 
 logger = logging.getLogger(__name__)
 

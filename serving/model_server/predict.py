@@ -14,8 +14,8 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
 from serving.contract import SIGNATURE_NAME
-from serving.model_server.bundle import SessionBundle, SignatureError
 from serving.model_server.errors import ServingError, invalid_argument
+from serving.savedmodel import SessionBundle, SignatureError
 
 # TensorProto repeated field that carries the values of each dtype, as TF Serving writes them.
 _VALUE_FIELDS = {

@@ -12,7 +12,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import contract
-from serving.model_server.bundle import PYTHON_ONLY_OPS
+from serving.savedmodel import PYTHON_ONLY_OPS
 from training import export
 from training.config import TrainConfig
 from training.model import build_classifier, build_text_model
@@ -84,7 +84,7 @@ def test_saved_model_cli_sees_a_string_signature(exported_version):
 
 
 def test_only_ops_that_tf_serving_has(exported_version):
-    from serving.model_server.bundle import SessionBundle
+    from serving.savedmodel import SessionBundle
 
     bundle = SessionBundle(exported_version)
     try:

@@ -25,7 +25,7 @@ from tensorflow_serving.apis import (
 
 from serving import contract
 from serving.client import GrpcClient, RestClient
-from serving.model_server.bundle import SessionBundle
+from serving.savedmodel import SessionBundle
 
 POSITIVE = "A wonderful, brilliant film. I loved every minute of it."
 NEGATIVE = "An awful, boring film. A complete waste of time."

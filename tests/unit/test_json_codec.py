@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from serving.model_server.rest import format_decimal
+from serving.model_server.json_codec import format_decimal
 
 
 @pytest.mark.parametrize(

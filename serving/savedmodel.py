@@ -1,5 +1,7 @@
 """A SavedModel loaded the way TF Serving's C++ loader does: a TF1 session over a MetaGraph.
 
+Shared by the export check (``training.export``), the graph benchmark and the local server.
+
 TF Serving does not call Python functions of the SavedModel. It imports the ``serve`` MetaGraph
 into a session, runs its init op (which fills lookup tables such as the TextVectorization
 vocabulary), and for each request feeds and fetches the tensor *names* listed in the
@@ -18,6 +20,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.python.util import deprecation
+from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving.contract import SAVED_MODEL_TAG
 
@@ -82,10 +85,19 @@ class SessionBundle:
             types.update(node.op for node in function.node_def)
         return types
 
+    def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
+        """Every SignatureDef of the version: the ``signature_def`` field of model metadata."""
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature in self.signature_defs.items():
+            signature_map.signature_def[name].CopyFrom(signature)
+        return signature_map
+
     def inputs(self, signature_name: str) -> dict[str, TensorInfo]:
+        """The signature's input keys and their tensors."""
         return {k: _tensor_info(v) for k, v in self.signature_defs[signature_name].inputs.items()}
 
     def outputs(self, signature_name: str) -> dict[str, TensorInfo]:
+        """The signature's output keys and their tensors."""
         return {k: _tensor_info(v) for k, v in self.signature_defs[signature_name].outputs.items()}
 
     def run(
