@@ -20,8 +20,8 @@ MODEL_NAME := $(word 1,$(CONTRACT))
 GRPC_PORT ?= $(word 2,$(CONTRACT))
 REST_PORT ?= $(word 3,$(CONTRACT))
 MODEL_DIR := models/$(MODEL_NAME)
-# Highest numeric version under models/imdb (the one the image bakes in).
-MODEL_VERSION ?= $(shell ls $(MODEL_DIR) 2>/dev/null | grep -E '^[0-9]+$$' | sort -n | tail -n 1)
+# Highest version under models/imdb (the one the image bakes in), by serving/versions.py's rule.
+MODEL_VERSION ?= $(shell $(PYTHON_BOOTSTRAP) -m serving versions $(MODEL_DIR) --latest 2>/dev/null)
 # Image repository (no tag); for `make deploy` it includes the registry.
 IMAGE ?= imdb-sentiment-serving
 TAG ?= $(if $(MODEL_VERSION),v$(MODEL_VERSION),dev)

@@ -24,7 +24,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "Training on: $DATA"
 # shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
 "$PY" -m training train --data "$DATA" --model-dir "$MODEL_DIR" ${TRAIN_ARGS:-}
-version=$(ls "$MODEL_DIR" | grep -E '^[0-9]+$' | sort -n | tail -n 1)
+version=$("$PY" -m serving versions "$MODEL_DIR" --latest)
 
 mkdir -p artifacts
 if docker info >/dev/null 2>&1; then
@@ -37,13 +37,14 @@ else
   step "No Docker engine answers: serving $MODEL_DIR with the local TF-Serving-compatible server"
   log=artifacts/demo-server.log
   "$PY" -m serving.model_server --port="$GRPC_PORT" --rest_api_port="$REST_PORT" \
-    --model_name="$MODEL_NAME" --model_base_path="$PWD/$MODEL_DIR" \
+    --model_name="$MODEL_NAME" --model_base_path="$(realpath "$MODEL_DIR")" \
     --bind_address=127.0.0.1 >"$log" 2>&1 &
   server_pid=$!
   trap 'kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null || true' EXIT
-  # The ports open only once the model is loaded; stop waiting if the server dies.
+  # Ready when the server's own status reports a version AVAILABLE; stop waiting if it dies.
   waited=0
-  until grep -q "Exporting HTTP/REST API" "$log"; do
+  until "$PY" -m serving status --rest-url "$REST_URL" --model-name "$MODEL_NAME" 2>/dev/null |
+      grep -q ": AVAILABLE"; do
     if ! kill -0 "$server_pid" 2>/dev/null || ((waited >= START_DEADLINE)); then
       echo "The local server did not start; its log ($log) ends with:" >&2
       tail -n 20 "$log" >&2

@@ -17,6 +17,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 KUBECTL=${KUBECTL:-kubectl}
+# Model name, ports and base dir come from serving/contract.py, their one owner.
+read -r MODEL_NAME GRPC_PORT REST_PORT MODEL_DIR < <("$PY" -c \
+  'from serving import contract as c; print(c.MODEL_NAME, c.GRPC_PORT, c.REST_PORT, c.MODEL_BASE_DIR)')
+# Kubernetes names, owned by k8s/base (a test checks them against the rendered manifests).
 NAMESPACE=imdb-serving
 DEPLOYMENT=imdb-sentiment
 SERVICE=imdb-sentiment
@@ -65,18 +69,18 @@ smoke() {
   echo "==> Smoke test through kubectl port-forward to service/$SERVICE"
   if $dry_run; then
     run "$KUBECTL" -n "$NAMESPACE" port-forward "service/$SERVICE" \
-      "$FORWARD_REST_PORT:8501" "$FORWARD_GRPC_PORT:8500"
+      "$FORWARD_REST_PORT:$REST_PORT" "$FORWARD_GRPC_PORT:$GRPC_PORT"
     run "$PY" scripts/smoke_test.py --rest-url "http://127.0.0.1:$FORWARD_REST_PORT" \
-      --grpc-target "127.0.0.1:$FORWARD_GRPC_PORT" --model-name imdb --deadline 120
+      --grpc-target "127.0.0.1:$FORWARD_GRPC_PORT" --model-name "$MODEL_NAME" --deadline 120
     return
   fi
   "$KUBECTL" -n "$NAMESPACE" port-forward "service/$SERVICE" \
-    "$FORWARD_REST_PORT:8501" "$FORWARD_GRPC_PORT:8500" >/dev/null &
+    "$FORWARD_REST_PORT:$REST_PORT" "$FORWARD_GRPC_PORT:$GRPC_PORT" >/dev/null &
   local forward_pid=$!
   # shellcheck disable=SC2064  # expand now: the pid is known
   trap "kill $forward_pid 2>/dev/null || true" RETURN
   "$PY" scripts/smoke_test.py --rest-url "http://127.0.0.1:$FORWARD_REST_PORT" \
-    --grpc-target "127.0.0.1:$FORWARD_GRPC_PORT" --model-name imdb --deadline 120
+    --grpc-target "127.0.0.1:$FORWARD_GRPC_PORT" --model-name "$MODEL_NAME" --deadline 120
 }
 
 wait_for_rollout() {
@@ -98,11 +102,11 @@ deploy() {
   [[ ${image##*/} != *:* && $image != *@* ]] || die "--image takes a repository without a tag"
   [[ $image == */* ]] || die "--image needs a registry (e.g. europe-west1-docker.pkg.dev/P/R/...)"
   if [[ -z $model_version ]]; then
-    model_version=$(ls models/imdb 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1 || true)
-    [[ -n $model_version ]] || die "no model under models/imdb: run make train first"
+    model_version=$("$PY" -m serving versions "$MODEL_DIR" --latest 2>/dev/null || true)
+    [[ -n $model_version ]] || die "no model under $MODEL_DIR: run make train first"
   fi
   [[ $model_version =~ ^[0-9]+$ ]] || die "--model-version must be a number"
-  $dry_run || [[ -d models/imdb/$model_version ]] || die "models/imdb/$model_version does not exist"
+  $dry_run || [[ -d $MODEL_DIR/$model_version ]] || die "$MODEL_DIR/$model_version does not exist"
   local revision tag reference digest
   revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
   tag="v${model_version}-${revision:0:12}"

@@ -1,9 +1,13 @@
-"""Command line client: ``python -m serving <predict|status|metadata|smoke> ...``.
+"""Command line client: ``python -m serving <predict|status|metadata|smoke|versions> ...``.
 
 python -m serving predict --rest-url http://localhost:8501 "A great film" "Dreadful"
 python -m serving predict --grpc-target localhost:8500 "A great film"
 python -m serving status --rest-url http://localhost:8501
 python -m serving smoke --rest-url http://localhost:8501 --grpc-target localhost:8500
+python -m serving versions models/imdb --latest
+
+``versions`` needs no dependencies (plain ``python3`` runs it): the Makefile and the scripts
+ask it which version folders a model base path holds.
 """
 
 from __future__ import annotations
@@ -42,7 +46,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "smoke", help="smoke-test an endpoint (see serving/smoke.py)", add_help=False
     )
+    versions = commands.add_parser(
+        "versions", help="list the version folders of a model base path (serving/versions.py)"
+    )
+    versions.add_argument("base_path", help="e.g. models/imdb")
+    versions.add_argument(
+        "--latest", action="store_true", help="print only the highest; exit 1 if there is none"
+    )
     return parser
+
+
+def _versions(args: argparse.Namespace) -> int:
+    from serving.versions import list_versions
+
+    numbers = list_versions(args.base_path)
+    if args.latest and not numbers:
+        print(f"error: no version folder under {args.base_path}", file=sys.stderr)
+        return EXIT_FAILED
+    for number in numbers[-1:] if args.latest else numbers:
+        print(number)
+    return EXIT_OK
 
 
 def _predict(client, args: argparse.Namespace) -> None:
@@ -79,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:
         return EXIT_USAGE if exit_.code else EXIT_OK
+    if args.command == "versions":
+        return _versions(args)
 
     from serving.client import RequestError, make_client
 

@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import TINY_TRAINING, free_port
 from training.config import MODEL_FAMILIES
 
 # Quiet TensorFlow's C++ logging in the test process and in the servers it starts.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-# Settings that train a usable model of either family on the demo set in a few seconds.
-TINY_TRAINING = {
-    "max_epochs": 20,
-    "max_features": 2000,
-    "hidden_units": 16,
-    "batch_size": 32,
-    "learning_rate": 3e-3,
-    "sepcnn_sequence_length": 64,
-    "sepcnn_embedding_dim": 16,
-    "sepcnn_filters": 16,
-}
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -99,16 +76,3 @@ def rest_url(local_server) -> str:
 @pytest.fixture
 def grpc_target(local_server) -> str:
     return f"127.0.0.1:{local_server.grpc_port}"
-
-
-def run_python(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    """Runs ``python <args>`` from the project root with the test environment."""
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        **kwargs,
-    )

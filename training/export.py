@@ -33,6 +33,7 @@ from serving.contract import (
     signature_problems,
 )
 from serving.savedmodel import PYTHON_ONLY_OPS, SessionBundle
+from serving.versions import latest_version
 
 logger = logging.getLogger(__name__)
 
@@ -51,18 +52,6 @@ WARMUP_RECORDS = 2
 
 class ExportError(Exception):
     """The export could not be written or does not meet the serving contract."""
-
-
-def existing_versions(base_dir: str | Path) -> list[int]:
-    """Numeric version folders under ``base_dir``, as TF Serving would see them, ascending."""
-    base_dir = Path(base_dir)
-    if not base_dir.is_dir():
-        return []
-    versions = []
-    for child in base_dir.iterdir():
-        if child.is_dir() and child.name.isdigit():
-            versions.append(int(child.name))
-    return sorted(versions)
 
 
 def lookup_tables(model: keras.Model) -> list[tf.lookup.StaticHashTable]:
@@ -119,7 +108,7 @@ def export_model(
     base_dir.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_staging(base_dir)
     if version is None:
-        version = (existing_versions(base_dir) or [0])[-1] + 1
+        version = (latest_version(base_dir) or 0) + 1
     if version < 1:
         raise ExportError(f"model versions are positive integers, got {version}")
     target = base_dir / str(version)

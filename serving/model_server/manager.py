@@ -29,6 +29,7 @@ from serving.contract import WARMUP_FILE
 from serving.model_server.errors import ServingError, invalid_argument, not_found
 from serving.model_server.predict import predict_with_bundle
 from serving.savedmodel import SessionBundle
+from serving.versions import version_folders
 
 logger = logging.getLogger(__name__)
 
@@ -164,9 +165,6 @@ class ModelManager:
     # ----------------------------------------------------------------------------------------
     # Requests
 
-    def model_names(self) -> list[str]:
-        return list(self._models)
-
     def lease(
         self, name: str, version: int | None = None, label: str | None = None
     ) -> VersionLease:
@@ -248,11 +246,7 @@ class ModelManager:
         base_path = Path(model.config.base_path)
         model.scanned_once = True
         try:
-            on_disk = {
-                int(child.name): child
-                for child in base_path.iterdir()
-                if child.is_dir() and _is_version_name(child.name)
-            }
+            on_disk = version_folders(base_path)
         except OSError as error:
             logger.error(
                 "FileSystemStoragePathSource encountered a filesystem access error: "
@@ -417,15 +411,6 @@ class ModelManager:
             path,
             len(records),
         )
-
-
-def _is_version_name(name: str) -> bool:
-    """TF Serving parses folder names with SimpleAtoi: an optional sign, then digits, int64."""
-    try:
-        value = int(name, 10)
-    except ValueError:
-        return False
-    return name.lstrip("+-").isdigit() and 0 <= value < 2**63
 
 
 def _aspired_versions(config: model_server_config_pb2.ModelConfig, on_disk: list[int]) -> set[int]:

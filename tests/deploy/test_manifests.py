@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from serving import contract
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 OVERLAYS = ("base", "overlays/gke", "overlays/eks")
 # Kubernetes minors validated against: supported by both GKE and EKS at the time of writing.
@@ -383,7 +383,7 @@ def test_eks_nlb_checks_the_model_and_drains_before_stopping(rendered):
 def test_the_images_models_config_is_served_by_the_local_server(tmp_path, exported_version):
     from serving.client import RestClient
     from serving.model_server.server import ModelServer, ServerOptions
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     base = tmp_path / "imdb"
     shutil.copytree(exported_version, base / "7")
@@ -469,6 +469,11 @@ def test_deploy_dry_run_prints_the_steps_and_renders_pinned_manifests(
         deployment["spec"]["template"]["metadata"]["annotations"]["imdb-sentiment/model-version"]
         == "3"
     )
+    # The script's Kubernetes names are the manifests' names.
+    namespace, name = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+    assert f"-n {namespace} rollout status deployment/{name}" in commands[3]
+    service_names = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
+    assert commands[4].split("port-forward service/")[1].split()[0] in service_names
     validation = run_tool(
         tools_bin, "kubernetes-validate", "--strict", "-k", KUBERNETES_VERSIONS[-1], str(manifest)
     )

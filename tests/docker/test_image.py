@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from serving import contract
-from tests.conftest import PROJECT_ROOT, free_port, run_python
+from tests.helpers import PROJECT_ROOT, free_port, run_python
 
 pytestmark = pytest.mark.docker
 

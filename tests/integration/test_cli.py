@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, TINY_TRAINING, free_port, run_python
-
-READY_LINE = "Exporting HTTP/REST API at:localhost:"
+from serving.client import RequestError, RestClient
+from serving.contract import MODEL_NAME
+from tests.helpers import PROJECT_ROOT, TINY_TRAINING, free_port, run_python, wait_for
 
 
 def port_open(port: int) -> bool:
@@ -45,12 +45,23 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
         )
 
+    def running(self) -> bool:
+        """True while the process runs; fails the test with the log's tail if it has exited."""
+        assert self.process.poll() is None, self.log.read_text()[-2000:]
+        return True
+
     def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while READY_LINE not in self.log.read_text():
-            assert self.process.poll() is None, self.log.read_text()[-2000:]
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        """Waits until the server's own status reports a version AVAILABLE."""
+        client = RestClient(f"http://127.0.0.1:{self.rest_port}", MODEL_NAME, timeout=2)
+
+        def available() -> bool:
+            self.running()
+            try:
+                return any(v.state == "AVAILABLE" for v in client.status())
+            except RequestError:  # ports not open yet
+                return False
+
+        wait_for(available, timeout, "a version AVAILABLE")
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -65,11 +76,15 @@ def server_process(tmp_path_factory, exported_version) -> Iterator[ServerProcess
     base.mkdir()
     server = ServerProcess(base, base.parent / "server.log")
     try:
-        time.sleep(3)
         # No version yet: the process runs, the ports stay closed (TF Serving's start-up).
-        assert server.process.poll() is None
+        wait_for(
+            lambda: (
+                server.running() and "No versions of servable imdb found" in server.log.read_text()
+            ),
+            timeout=60,
+            what="the 'No versions' warning",
+        )
         assert not port_open(server.rest_port) and not port_open(server.grpc_port)
-        assert "No versions of servable imdb found" in server.log.read_text()
         shutil.copytree(exported_version, base / ".incoming")
         (base / ".incoming").rename(base / "1")
         server.wait_ready()

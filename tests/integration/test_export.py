@@ -13,6 +13,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import contract
 from serving.savedmodel import PYTHON_ONLY_OPS
+from serving.versions import list_versions
 from training import export
 from training.config import TrainConfig
 from training.model import build_classifier, build_text_model
@@ -129,7 +130,7 @@ def test_versions_increase_and_are_never_overwritten(tmp_path):
     assert export.export_model(model, base, version=7).name == "7"
     with pytest.raises(export.ExportError, match="already exists"):
         export.export_model(model, base, version=2)
-    assert export.existing_versions(base) == [1, 2, 7]
+    assert list_versions(base) == [1, 2, 7]
     assert sorted(p.name for p in base.iterdir()) == ["1", "2", "7", "not-a-version"]
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, TINY_TRAINING
+from tests.helpers import PROJECT_ROOT, TINY_TRAINING
 from training.config import TrainConfig
 from training.tune import read_grid, tune
 

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from serving.client import GrpcClient, RequestError, RestClient
 from serving.model_server.server import ModelServer, ServerOptions, StartupError
-from tests.conftest import free_port
+from tests.helpers import free_port, wait_for
 
 POSITIVE = "A wonderful, brilliant film. I loved every minute of it."
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
 
 
 def add_version(exported_version: Path, base: Path, number: int) -> None:

@@ -17,7 +17,7 @@ from serving.client import (
     make_client,
     wait_until_available,
 )
-from tests.conftest import PROJECT_ROOT, free_port
+from tests.helpers import PROJECT_ROOT, free_port
 
 # path -> (HTTP status, body, seconds to wait before answering)
 CANNED = {

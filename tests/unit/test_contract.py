@@ -8,7 +8,7 @@ import re
 import pytest
 
 from serving import contract
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 GOOD_INPUTS = {"review": ("DT_STRING", (-1,))}
 GOOD_OUTPUTS = {"probability": ("DT_FLOAT", (-1,)), "label": ("DT_STRING", (-1,))}

@@ -1,0 +1,54 @@
+"""Helpers the tests import: the project root, tiny training settings, free ports, a Python
+subprocess runner. (Fixtures live in conftest.py; pytest finds them without imports.)"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Settings that train a usable model of either family on the demo set in a few seconds.
+TINY_TRAINING = {
+    "max_epochs": 20,
+    "max_features": 2000,
+    "hidden_units": 16,
+    "batch_size": 32,
+    "learning_rate": 3e-3,
+    "sepcnn_sequence_length": 64,
+    "sepcnn_embedding_dim": 16,
+    "sepcnn_filters": 16,
+}
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_python(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """Runs ``python <args>`` from the project root with the test environment."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kwargs,
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Polls ``condition`` until it is true; fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout:.0f} s")
+        time.sleep(0.1)
