@@ -100,22 +100,12 @@ def run_benchmark(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame = data_lib.load_reviews(data_path)
-    duplicates = data_lib.find_duplicates(frame)
-    frame = data_lib.drop_duplicates(frame)
-    split = data_lib.split_train_validation(frame, config.validation_fraction, config.seed)
-    validation_texts = split.validation[data_lib.REVIEW_COLUMN].tolist()
-    models = [
-        run_family(data_path, config.replace(model=family), validation_texts) for family in families
-    ]
+    # Loaded and split once: every family and the baseline see the same reviews.
+    prepared = data_lib.prepare(data_path, config.validation_fraction, config.seed)
+    models = [run_family(data_path, config.replace(model=family), prepared) for family in families]
     document = {
         "data": str(data_path),
-        "split": {
-            "train": len(split.train),
-            "validation": len(split.validation),
-            "grouped_by": split.grouped_by,
-            "duplicates_dropped": duplicates.duplicate_rows,
-        },
+        "split": prepared.summary(),
         "config": config.to_dict(),
         "machine": {
             "cpus": usable_cpus(),
@@ -123,18 +113,23 @@ def run_benchmark(
             "tensorflow": tf.__version__,
         },
         "models": models,
-        "baseline": run_baseline(split),
+        "baseline": run_baseline(prepared.split),
     }
     (out_dir / "bench-train.json").write_text(json.dumps(document, indent=2) + "\n")
     (out_dir / "bench-train.md").write_text(markdown(document))
     return document
 
 
-def run_family(data_path: str | Path, config: TrainConfig, validation_texts: list[str]) -> dict:
-    """One family trained from raw data to an exported version, with its size and throughput."""
+def run_family(data_path: str | Path, config: TrainConfig, prepared: data_lib.PreparedData) -> dict:
+    """One family trained from prepared data to an exported version, with its size and
+    throughput. ``train_seconds`` covers training and export (the data is loaded once, before).
+    """
+    validation_texts = prepared.split.validation_texts
     with tempfile.TemporaryDirectory() as models:
         started = time.monotonic()
-        result = train_and_export(DataSource(Path(data_path), "given"), config, Path(models))
+        result = train_and_export(
+            DataSource(Path(data_path), "given"), config, Path(models), prepared=prepared
+        )
         wall_seconds = time.monotonic() - started
         return {
             "family": config.model,

@@ -10,6 +10,19 @@ from typing import Any
 
 # The two model families; a config's ``model`` is one of them or "auto".
 MODEL_FAMILIES = ("mlp", "sepcnn")
+# Samples / median words per sample at and above which a sequence model beats n-grams (the
+# threshold of Google's text classification guide).
+SEQUENCE_MODEL_RATIO = 1500
+
+
+def samples_to_words_ratio(num_samples: int, median_words: float) -> float:
+    """The model-choice statistic: samples / median words per sample."""
+    return num_samples / max(median_words, 1.0)
+
+
+def recommend_model(samples_to_words_ratio: float) -> str:
+    """ "mlp" (n-gram MLP) below ``SEQUENCE_MODEL_RATIO``, "sepcnn" (sequence CNN) from it on."""
+    return "sepcnn" if samples_to_words_ratio >= SEQUENCE_MODEL_RATIO else "mlp"
 
 
 @dataclass(frozen=True)
@@ -21,7 +34,7 @@ class TrainConfig:
     """
 
     # Model family: "mlp" (n-gram MLP), "sepcnn" (sequence CNN), or "auto", which picks by the
-    # ratio of samples to words per sample (training.explore.recommend_model).
+    # ratio of samples to words per sample (recommend_model above).
     model: str = "auto"
     # Seed for the split, weight initialisation, dropout and shuffling.
     seed: int = 0

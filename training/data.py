@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
@@ -68,6 +69,84 @@ class Split:
     train: pd.DataFrame
     validation: pd.DataFrame
     grouped_by: str | None
+
+    @property
+    def train_texts(self) -> list[str]:
+        return self.train[REVIEW_COLUMN].tolist()
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        """0/1 targets as float32, the model's target dtype."""
+        return self.train[LABEL_COLUMN].to_numpy(np.float32)
+
+    @property
+    def validation_texts(self) -> list[str]:
+        return self.validation[REVIEW_COLUMN].tolist()
+
+    @property
+    def validation_labels(self) -> np.ndarray:
+        """0/1 targets as float32, the model's target dtype."""
+        return self.validation[LABEL_COLUMN].to_numpy(np.float32)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Reviews loaded, deduplicated and split: what train, tune and the benchmark start from.
+
+    Attributes:
+        frame: every review after dropping duplicates (what a refit on all data uses).
+        duplicates: what was dropped.
+        split: the train/validation split of ``frame``.
+        validation_fraction, seed: the settings the split was made with.
+    """
+
+    frame: pd.DataFrame
+    duplicates: DuplicateReport
+    split: Split
+    validation_fraction: float
+    seed: int
+
+    def with_split(self, validation_fraction: float, seed: int) -> PreparedData:
+        """The same reviews split with other settings (no reload); self if they are the same."""
+        if (validation_fraction, seed) == (self.validation_fraction, self.seed):
+            return self
+        split = split_train_validation(self.frame, validation_fraction, seed)
+        return PreparedData(self.frame, self.duplicates, split, validation_fraction, seed)
+
+    def summary(self) -> dict:
+        """Sizes of the split, for evaluation reports."""
+        return {
+            "train": len(self.split.train),
+            "validation": len(self.split.validation),
+            "grouped_by": self.split.grouped_by,
+            "duplicates_dropped": self.duplicates.duplicate_rows,
+        }
+
+
+def prepare(path: str | Path, validation_fraction: float = 0.2, seed: int = 0) -> PreparedData:
+    """Loads reviews (``load_reviews``), drops duplicates and splits them; logs what it did.
+
+    Raises:
+        ValueError: the data is invalid or too small to split.
+    """
+    frame = load_reviews(path)
+    duplicates = find_duplicates(frame)
+    frame = drop_duplicates(frame)
+    split = split_train_validation(frame, validation_fraction, seed)
+    logger.info(
+        "Data: %d reviews after dropping %s; %d train / %d validation%s",
+        len(frame),
+        duplicates,
+        len(split.train),
+        len(split.validation),
+        f", grouped by {split.grouped_by}" if split.grouped_by else "",
+    )
+    return PreparedData(frame, duplicates, split, validation_fraction, seed)
+
+
+def words_per_sample(reviews: pd.Series) -> np.ndarray:
+    """Whitespace-separated words of each raw review (the model-choice statistic counts these)."""
+    return reviews.str.split().str.len().to_numpy()
 
 
 def load_reviews(path: str | Path, aclimdb_splits: tuple[str, ...] = ("train",)) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Explore a labelled review set the way the design notes plan it, and recommend a model.
+"""Explore a labelled review set, and recommend a model.
 
 Six metrics (number of samples, number of classes, samples per class, median words per sample,
 word frequency distribution, sample length distribution), plotted as well as counted, and the
@@ -21,11 +21,10 @@ import numpy as np
 import pandas as pd
 
 from training import data as data_lib
+from training.config import SEQUENCE_MODEL_RATIO, recommend_model, samples_to_words_ratio
+from training.data import words_per_sample
 from training.vectorize import word_counts
 
-# Samples / median words per sample above which a sequence model beats n-grams (Google's
-# text classification guide, the notes' reference).
-SEQUENCE_MODEL_RATIO = 1500
 # Words listed in metrics.json and drawn in the word frequency plot.
 TOP_WORDS = 50
 # A class smaller than this share of the largest one is reported as imbalanced.
@@ -41,23 +40,8 @@ PLOTS = {
 }
 
 
-def words_per_sample(reviews: pd.Series) -> np.ndarray:
-    """Whitespace-separated words of each raw review, as the guide counts them."""
-    return reviews.str.split().str.len().to_numpy()
-
-
-def samples_to_words_ratio(num_samples: int, median_words: float) -> float:
-    """The guide's model-choice statistic: samples / median words per sample."""
-    return num_samples / max(median_words, 1.0)
-
-
-def recommend_model(samples_to_words_ratio: float) -> str:
-    """ "mlp" (n-gram MLP) below the guide's threshold, "sepcnn" (sequence CNN) above it."""
-    return "sepcnn" if samples_to_words_ratio >= SEQUENCE_MODEL_RATIO else "mlp"
-
-
 def compute_metrics(frame: pd.DataFrame) -> dict:
-    """The design notes' metrics for a loaded frame (``training.data`` columns).
+    """The six metrics for a loaded frame (``training.data`` columns).
 
     Words per sample count whitespace-separated words of the raw text, as the guide does; the
     word frequencies use the model's own standardisation, so that HTML tags and punctuation do

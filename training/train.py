@@ -1,4 +1,4 @@
-"""Train the n-gram MLP on labelled reviews, evaluate it, and export it as a new version."""
+"""Train a model family on labelled reviews, evaluate it, and export it as a new version."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from training import data as data_lib
-from training.config import TrainConfig
+from training.config import TrainConfig, recommend_model, samples_to_words_ratio
 from training.evaluate import classification_report
-from training.explore import recommend_model, samples_to_words_ratio, words_per_sample
 from training.export import export_model
 from training.model import build_classifier, build_sepcnn, build_text_model
 from training.sources import DataSource
@@ -45,50 +45,53 @@ class TrainResult:
 
 
 def train_and_export(
-    source: DataSource, config: TrainConfig, model_base_dir: str | Path, version: int | None = None
+    source: DataSource,
+    config: TrainConfig,
+    model_base_dir: str | Path,
+    version: int | None = None,
+    prepared: data_lib.PreparedData | None = None,
 ) -> TrainResult:
-    """Loads ``source``, trains with ``config``, evaluates on the validation split and exports.
+    """Trains with ``config``, evaluates on the validation split and exports a new version.
+
+    Args:
+        source: where the reviews come from (recorded in the export).
+        config: the training settings; ``model="auto"`` is resolved from the data.
+        model_base_dir: where versions live (models/imdb).
+        version: the version number; the next free one when None.
+        prepared: ``source`` already loaded and split (the benchmark prepares once for several
+            runs); it must have been split with ``config``'s validation_fraction and seed.
 
     Raises:
-        ValueError: the data is invalid or too small to split.
+        ValueError: the data is invalid or too small to split, or ``prepared`` was split with
+            other settings than ``config``'s.
         training.export.ExportError: the export failed or breaks the serving contract.
     """
     started = time.monotonic()
     # The same seed gives the same model and metrics.
     tf.config.experimental.enable_op_determinism()
-    frame = data_lib.load_reviews(source.path)
-    duplicates = data_lib.find_duplicates(frame)
-    frame = data_lib.drop_duplicates(frame)
-    config = resolve_model(config, frame)
-    split = data_lib.split_train_validation(frame, config.validation_fraction, config.seed)
-    logger.info(
-        "Data: %d reviews after dropping %s; %d train / %d validation%s",
-        len(frame),
-        duplicates,
-        len(split.train),
-        len(split.validation),
-        f", grouped by {split.grouped_by}" if split.grouped_by else "",
-    )
-
-    train_texts = split.train[data_lib.REVIEW_COLUMN].tolist()
-    train_labels = split.train[data_lib.LABEL_COLUMN].to_numpy(np.float32)
-    validation_texts = split.validation[data_lib.REVIEW_COLUMN].tolist()
-    validation_labels = split.validation[data_lib.LABEL_COLUMN].to_numpy(np.float32)
-
+    if prepared is None:
+        prepared = data_lib.prepare(source.path, config.validation_fraction, config.seed)
+    elif (prepared.validation_fraction, prepared.seed) != (config.validation_fraction, config.seed):
+        raise ValueError(
+            f"the prepared data was split with validation_fraction={prepared.validation_fraction}"
+            f", seed={prepared.seed}; the config asks for {config.validation_fraction}, "
+            f"{config.seed}"
+        )
+    config = resolve_model(config, prepared.frame)
+    split = prepared.split
     text_model, epochs = _fit(
-        train_texts, train_labels, config, validation=(validation_texts, validation_labels)
+        split.train_texts,
+        split.train_labels,
+        config,
+        validation=(split.validation_texts, split.validation_labels),
     )
-    probabilities = predict_probabilities(text_model, validation_texts)
-    evaluation = classification_report(validation_labels, probabilities)
-    evaluation["split"] = {
-        "train": len(train_texts),
-        "validation": len(validation_texts),
-        "grouped_by": split.grouped_by,
-        "duplicates_dropped": duplicates.duplicate_rows,
-    }
+    probabilities = predict_probabilities(text_model, split.validation_texts)
+    evaluation = classification_report(split.validation_labels, probabilities)
+    evaluation["split"] = prepared.summary()
     evaluation["data"] = source.describe()
     evaluation["epochs"] = epochs
     if config.refit_on_all_data:
+        frame = prepared.frame
         logger.info("Refitting on all %d reviews for %d epoch(s)", len(frame), epochs)
         text_model, _ = _fit(
             frame[data_lib.REVIEW_COLUMN].tolist(),
@@ -98,10 +101,10 @@ def train_and_export(
         )
         evaluation["exported_model"] = (
             f"refit on all {len(frame)} reviews for {epochs} epochs; the metrics above are "
-            f"those of the same recipe trained on the {len(train_texts)} training reviews"
+            f"those of the same recipe trained on the {len(split.train)} training reviews"
         )
     else:
-        evaluation["exported_model"] = f"trained on the {len(train_texts)} training reviews"
+        evaluation["exported_model"] = f"trained on the {len(split.train)} training reviews"
 
     export_path = export_model(
         text_model,
@@ -122,11 +125,11 @@ def train_and_export(
     )
 
 
-def resolve_model(config: TrainConfig, frame) -> TrainConfig:
+def resolve_model(config: TrainConfig, frame: pd.DataFrame) -> TrainConfig:
     """``model="auto"`` becomes "mlp" or "sepcnn" by the samples / words-per-sample ratio."""
     if config.model != "auto":
         return config
-    median_words = float(np.median(words_per_sample(frame[data_lib.REVIEW_COLUMN])))
+    median_words = float(np.median(data_lib.words_per_sample(frame[data_lib.REVIEW_COLUMN])))
     ratio = samples_to_words_ratio(len(frame), median_words)
     family = recommend_model(ratio)
     logger.info(

@@ -139,12 +139,13 @@ def tune(
 
 
 def _run_trials(data_path: str | Path, pending: list[TrainConfig], log_path: Path) -> None:
-    frame = data_lib.drop_duplicates(data_lib.load_reviews(data_path))
+    first_config = pending[0]
+    prepared = data_lib.prepare(data_path, first_config.validation_fraction, first_config.seed)
     splits: dict[tuple, data_lib.Split] = {}
     # Trials keep the key of the grid's config; they run (and are recorded) with "auto" resolved.
     groups: dict[tuple, list[tuple[str, TrainConfig]]] = {}
     for grid_config in pending:
-        config = resolve_model(grid_config, frame)
+        config = resolve_model(grid_config, prepared.frame)
         key = tuple(getattr(config, field) for field in VECTORIZER_FIELDS)
         groups.setdefault(key, []).append((trial_key(grid_config), config))
     progress = tqdm(
@@ -156,17 +157,14 @@ def _run_trials(data_path: str | Path, pending: list[TrainConfig], log_path: Pat
             first = configs[0][1]
             split_key = (first.validation_fraction, first.seed)
             if split_key not in splits:
-                splits[split_key] = data_lib.split_train_validation(frame, *split_key)
+                splits[split_key] = prepared.with_split(*split_key).split
             split = splits[split_key]
-            train_texts = split.train[data_lib.REVIEW_COLUMN].tolist()
-            train_labels = split.train[data_lib.LABEL_COLUMN].to_numpy(np.float32)
-            validation_labels = split.validation[data_lib.LABEL_COLUMN].to_numpy(np.float32)
+            train_texts, train_labels = split.train_texts, split.train_labels
+            validation_labels = split.validation_labels
             started = time.monotonic()
             features = build_features(train_texts, train_labels, first)
             train_matrix = featurize(features, train_texts)
-            validation_matrix = featurize(
-                features, split.validation[data_lib.REVIEW_COLUMN].tolist()
-            )
+            validation_matrix = featurize(features, split.validation_texts)
             vectorize_seconds = time.monotonic() - started
             for key, config in configs:
                 started = time.monotonic()

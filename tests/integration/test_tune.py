@@ -1,4 +1,4 @@
-"""The grid search command, and reproducibility of training."""
+"""The grid search command: grids, tables, resuming."""
 
 from __future__ import annotations
 
@@ -76,60 +76,3 @@ def test_bad_grids_are_refused_before_any_work(tmp_path, grid, message):
 def test_shipped_grids_are_valid(grid):
     # read_grid refuses unknown fields and values that make an invalid TrainConfig.
     assert len(read_grid(grid)) >= 2
-
-
-def test_the_same_seed_gives_the_same_metrics(tmp_path, demo_csv):
-    from training.sources import DataSource
-    from training.train import train_and_export
-
-    config = TrainConfig(**TINY_TRAINING).replace(max_epochs=4)
-    runs = [
-        train_and_export(DataSource(demo_csv, "demo"), config, tmp_path / "models").evaluation
-        for _ in range(2)
-    ]
-    assert runs[0] == runs[1]
-    other = train_and_export(
-        DataSource(demo_csv, "demo"), config.replace(seed=1), tmp_path / "other"
-    )
-    assert other.evaluation["split"] == runs[0]["split"]  # same data, different seed
-
-
-def test_benchmark_trains_both_families_next_to_the_baseline(tmp_path, demo_csv):
-    from training.benchmark import run_benchmark
-
-    config = TrainConfig(**TINY_TRAINING).replace(max_epochs=3)
-    document = run_benchmark(demo_csv, tmp_path, config)
-    assert [row["family"] for row in document["models"]] == ["mlp", "sepcnn"]
-    for ours in document["models"]:
-        assert 0.5 < ours["val_accuracy"] <= 1
-        assert ours["model_megabytes"] > 0 and ours["train_seconds"] > 0
-        assert ours["reviews_per_second_1_caller"] > 100
-        assert ours["reviews_per_second_2_callers"] > 100
-    assert 0.5 < document["baseline"]["val_accuracy"] <= 1
-    assert json.loads((tmp_path / "bench-train.json").read_text()) == document
-    table = (tmp_path / "bench-train.md").read_text().splitlines()
-    assert table[0].startswith("| model | val accuracy |")
-    assert table[2].startswith("| n-gram MLP:") and table[3].startswith("| sepCNN:")
-    assert "LogisticRegression" in table[4]
-
-
-def test_auto_picks_the_family_by_the_samples_to_words_ratio(caplog):
-    import logging
-
-    import pandas as pd
-
-    from training.train import resolve_model
-
-    few_long = pd.DataFrame({"review": ["word " * 200] * 100, "label": [0, 1] * 50})
-    many_short = pd.DataFrame({"review": ["great"] * 3000, "label": [0, 1] * 1500})
-    with caplog.at_level(logging.INFO):
-        assert resolve_model(TrainConfig(), few_long).model == "mlp"
-        assert resolve_model(TrainConfig(), many_short).model == "sepcnn"
-    assert "ratio 0.5 -> mlp" in caplog.text and "ratio 3000.0 -> sepcnn" in caplog.text
-    assert resolve_model(TrainConfig(model="sepcnn"), few_long).model == "sepcnn"
-
-
-def test_the_resolved_family_is_recorded_with_the_export(trained_model):
-    _, result = trained_model
-    config = json.loads((result.export_path / "assets.extra" / "training_config.json").read_text())
-    assert config["model"] in ("mlp", "sepcnn")

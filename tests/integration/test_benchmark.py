@@ -1,0 +1,27 @@
+"""The training benchmark: both model families next to the scikit-learn baseline."""
+
+from __future__ import annotations
+
+import json
+
+from tests.helpers import TINY_TRAINING
+from training.config import TrainConfig
+
+
+def test_benchmark_trains_both_families_next_to_the_baseline(tmp_path, demo_csv):
+    from training.benchmark import run_benchmark
+
+    config = TrainConfig(**TINY_TRAINING).replace(max_epochs=3)
+    document = run_benchmark(demo_csv, tmp_path, config)
+    assert [row["family"] for row in document["models"]] == ["mlp", "sepcnn"]
+    for ours in document["models"]:
+        assert 0.5 < ours["val_accuracy"] <= 1
+        assert ours["model_megabytes"] > 0 and ours["train_seconds"] > 0
+        assert ours["reviews_per_second_1_caller"] > 100
+        assert ours["reviews_per_second_2_callers"] > 100
+    assert 0.5 < document["baseline"]["val_accuracy"] <= 1
+    assert json.loads((tmp_path / "bench-train.json").read_text()) == document
+    table = (tmp_path / "bench-train.md").read_text().splitlines()
+    assert table[0].startswith("| model | val accuracy |")
+    assert table[2].startswith("| n-gram MLP:") and table[3].startswith("| sepCNN:")
+    assert "LogisticRegression" in table[4]
