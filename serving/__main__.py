@@ -17,9 +17,13 @@ import json
 import sys
 from dataclasses import asdict
 
+from serving.cli_args import (
+    DEFAULT_TIMEOUT_SECONDS,
+    EXIT_FAILED,
+    EXIT_OK,
+    parse_args,
+)
 from serving.contract import MODEL_NAME
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         endpoint.add_argument("--rest-url", help="e.g. http://localhost:8501")
         endpoint.add_argument("--grpc-target", help="e.g. localhost:8500")
         command.add_argument("--model-name", default=MODEL_NAME)
-        command.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+        command.add_argument(
+            "--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="seconds per request"
+        )
         command.add_argument("--version", type=int, help="a specific version (default: latest)")
         command.add_argument("--json", action="store_true", help="print JSON")
         if name == "predict":
@@ -98,10 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         from serving.smoke import main as smoke_main
 
         return smoke_main(argv[1:])
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:
-        return EXIT_USAGE if exit_.code else EXIT_OK
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     if args.command == "versions":
         return _versions(args)
 

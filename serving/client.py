@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import requests
 
+from serving.cli_args import DEFAULT_TIMEOUT_SECONDS
 from serving.contract import (
     INPUT_KEY,
     MODEL_NAME,
@@ -28,8 +29,6 @@ from serving.contract import (
     SIGNATURE_NAME,
 )
 
-# Seconds a single request may take before the client gives up.
-DEFAULT_TIMEOUT_SECONDS = 10.0
 # gRPC clients receive at most 4 MB by default; predictions for big batches can exceed it.
 GRPC_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 # HTTP status -> TF/gRPC code name, the inverse of TF Serving's mapping (ambiguous ones chosen

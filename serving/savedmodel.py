@@ -3,8 +3,8 @@
 Shared by the export check (``training.export``), the graph benchmark and the local server.
 
 TF Serving does not call Python functions of the SavedModel. It imports the ``serve`` MetaGraph
-into a session, runs its init op (which fills lookup tables such as the TextVectorization
-vocabulary), and for each request feeds and fetches the tensor *names* listed in the
+into a session, runs its init op (which fills lookup tables such as the n-gram and word
+vocabularies), and for each request feeds and fetches the tensor *names* listed in the
 SignatureDef. Loading our exports this way in tests and in the local server catches the problems
 that TF Serving would hit (a missing init op, a float input signature, an unregistered op).
 """

@@ -12,6 +12,13 @@ import argparse
 import sys
 import time
 
+from serving.cli_args import (
+    DEFAULT_TIMEOUT_SECONDS,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    parse_args,
+)
 from serving.client import (
     Prediction,
     RequestError,
@@ -112,23 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--deadline", type=float, default=120.0, help="seconds to wait for AVAILABLE (default 120)"
     )
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="seconds per request"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return 2 if exit_.code else 0
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     if not args.rest_url and not args.grpc_target:
         print("smoke test: give --rest-url and/or --grpc-target", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         run(args.rest_url, args.grpc_target, args.model_name, args.deadline, args.timeout)
     except (SmokeTestError, RequestError, ValueError) as error:
         print(f"smoke test FAILED: {error}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     print("smoke test passed")
-    return 0
+    return EXIT_OK

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The namespace of every object in k8s/ (k8s/base/kustomization.yaml).
+K8S_NAMESPACE = "imdb-serving"
 
 # Settings that train a usable model of either family on the demo set in a few seconds.
 TINY_TRAINING = {
@@ -52,3 +54,15 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout:.0f} s")
         time.sleep(0.1)
+
+
+def run_tool(tools_bin: Path, name: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(tools_bin / name), *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        **kwargs,
+    )

@@ -1,7 +1,7 @@
 """Command line: ``python -m training <command> ...``.
 
 Commands:
-    explore     the design notes' data metrics and plots, and the recommended model
+    explore     six data metrics with plots, and the recommended model family
     train       train on labelled reviews and export a new model version
     tune        grid search over vectoriser and model settings (resumable)
     bench       training benchmark: both model families vs a scikit-learn baseline
@@ -17,13 +17,11 @@ import os
 import sys
 from pathlib import Path
 
-from serving.cli_args import bool_flag
+from serving.cli_args import EXIT_FAILED, EXIT_OK, EXIT_USAGE, bool_flag, parse_args
 from serving.contract import MODEL_BASE_DIR
 from training.config import MODEL_FAMILIES
 
 logger = logging.getLogger("training")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,11 +100,9 @@ def _families(text: str) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return EXIT_USAGE if exit_.code else EXIT_OK
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

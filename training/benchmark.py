@@ -1,9 +1,10 @@
 """Training benchmark: both model families next to a scikit-learn baseline, in one run.
 
-All are scored on the same grouped validation split. For each family it records the wall time
-from raw data to an exported version, the SavedModel's size on disk, and the exported graph's
-throughput in a TF1 session as TF Serving runs it (batch 256, one caller and two concurrent
-callers). The baseline is TF-IDF uni+bi-grams with LogisticRegression, the usual reference.
+The data is loaded and split once; all are scored on the same grouped validation split. For
+each family it records the wall time of training and export, the SavedModel's size on disk,
+and the exported graph's throughput in a TF1 session as TF Serving runs it (batch 256, one
+caller and two concurrent callers). The baseline is TF-IDF uni+bi-grams with
+LogisticRegression, the usual reference.
 Writes ``<out>/bench-train.json`` and ``<out>/bench-train.md``.
 """
 

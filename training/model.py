@@ -13,7 +13,7 @@ from training.vectorize import NgramFeatures, SequenceFeatures
 
 
 def build_classifier(num_features: int, config: TrainConfig) -> keras.Model:
-    """The MLP over sparse weighted n-gram features, as the design notes plan it.
+    """The MLP over sparse weighted n-gram features, as Google's text guide builds it.
 
     ``num_layers`` Dense layers (ReLU hidden layers each followed by dropout, a sigmoid output),
     binary cross-entropy and Adam. The input is sparse: the first layer multiplies the sparse

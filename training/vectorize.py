@@ -1,7 +1,7 @@
 """Tokenisation, n-gram vocabulary selection and the in-graph featurizer.
 
 The vocabulary and its weights are computed outside the graph with scikit-learn, so that the
-feature selection the design notes ask for (ANOVA F-value, top k) and naive-Bayes weighting are
+feature selection (ANOVA F-value, top k) and naive-Bayes weighting are
 possible; the result is handed to ``NgramFeatures``, which runs the same standardisation,
 whitespace split and n-gram join inside the exported graph with standard TF string ops. Both
 sides tokenise through ``standardize`` below, and a test checks that they find the same n-grams.

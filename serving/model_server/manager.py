@@ -1,7 +1,8 @@
 """Model versions on disk -> loaded, servable versions, with TF Serving's lifecycle.
 
-What this reproduces (``../shared/docs/tfserving-api.md`` §2):
-- a version is a child folder of the base path whose name is an integer; others are ignored;
+What this reproduces of TF Serving's ``ServerCore`` and ``AspiredVersionsManager``:
+- a version is a child folder of the base path whose name is an int64 (``serving.versions``);
+  others are ignored;
 - the base path is rescanned every ``file_system_poll_wait_seconds`` (0: once; negative: never);
 - the version policy (latest N, all, specific) picks the aspired versions;
 - a failed load is retried ``max_num_load_retries`` times, then the version is END with the

@@ -27,7 +27,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 from tensorflow_serving.config import model_server_config_pb2
 from waitress.server import create_server
 
-from serving.cli_args import bool_flag, usable_cpus
+from serving.cli_args import EXIT_OK, bool_flag, parse_args, usable_cpus
 from serving.contract import GRPC_PORT
 from serving.model_server.grpc_service import ModelServicer, PredictionServicer
 from serving.model_server.manager import LoadSettings, ModelManager
@@ -318,8 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_options(argv: list[str] | None) -> ServerOptions:
-    args = build_parser().parse_args(argv)
+def parse_options(argv: list[str] | None) -> ServerOptions | int:
+    """The server's options, or the exit code when argparse ends the run (--help, bad flags)."""
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     for name in IGNORED_FLAGS:
         if getattr(args, name) is not None:
             logger.warning("--%s is not implemented by the local server; ignored", name)
@@ -333,10 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     # TensorFlow's Python logger narrates every restore at INFO.
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
-    try:
-        options = parse_options(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    options = parse_options(argv)
+    if isinstance(options, int):
+        return options
     try:
         server = ModelServer(options)
         stop_requested = threading.Event()
@@ -354,4 +356,4 @@ def main(argv: list[str] | None = None) -> int:
     while not stop_requested.wait(0.5):
         pass
     server.stop()
-    return 0
+    return EXIT_OK

@@ -19,44 +19,15 @@ import pytest
 import yaml
 
 from serving import contract
-from tests.helpers import PROJECT_ROOT
+from tests.helpers import K8S_NAMESPACE, PROJECT_ROOT, run_tool
 
 OVERLAYS = ("base", "overlays/gke", "overlays/eks")
 # Kubernetes minors validated against: supported by both GKE and EKS at the time of writing.
 KUBERNETES_VERSIONS = ("1.33.0", "1.35.0")
 # Custom resources: no bundled schema, so their fields are checked by the semantic tests below.
 CUSTOM_KINDS = {"BackendConfig", "PodMonitoring", "PodMonitor"}
-NAMESPACE = "imdb-serving"
 STATUS_PATH = f"/v1/models/{contract.MODEL_NAME}"
 DOCKERFILES = ("docker/Dockerfile", "docker/smoke.Dockerfile")
-
-
-@pytest.fixture(scope="session")
-def tools_bin() -> Path:
-    path = Path(os.environ.get("TOOLS_BIN", PROJECT_ROOT / ".tools" / "bin"))
-    missing = [
-        name
-        for name in ("kubectl", "kubernetes-validate", "checkov", "hadolint", "yamllint")
-        if not (path / name).exists()
-    ]
-    if missing:
-        message = f"validators missing from {path}: {', '.join(missing)}; run `make tools`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def run_tool(tools_bin: Path, name: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(tools_bin / name), *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        **kwargs,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -318,7 +289,7 @@ def test_pods_are_hardened_and_highly_available(rendered):
         assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
         for doc in docs:  # nothing lands in the default namespace
             if doc["kind"] != "Namespace":
-                assert doc["metadata"].get("namespace") == NAMESPACE, doc["kind"]
+                assert doc["metadata"].get("namespace") == K8S_NAMESPACE, doc["kind"]
 
 
 def pod_labels(docs: list[dict]) -> dict:

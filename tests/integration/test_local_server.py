@@ -1,4 +1,4 @@
-"""The local server's REST and gRPC API against TF Serving's contract (tfserving-api.md §3-4)."""
+"""The local server's REST and gRPC API against TF Serving's contract (docs/serving.md)."""
 
 from __future__ import annotations
 
