@@ -42,7 +42,7 @@ PYTEST_ARGS ?=
 # Quiet TensorFlow's C++ start-up chatter in every command below.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help env tools demo test test-slow explore train tune bench-train serve smoke docker-build deploy rollback \
+.PHONY: help env tools demo test test-slow explore train tune bench-train bench-graph serve smoke docker-build deploy rollback \
 	deploy-smoke lint format lock clean distclean
 
 help: ## List the verbs
@@ -86,6 +86,9 @@ explore: $(STAMP) ## Data metrics, plots and recommended model for DATA -> repor
 
 bench-train: $(STAMP) ## Benchmark both model families vs a scikit-learn baseline on DATA -> reports/
 	$(PY) -m training bench --data "$(DATA)" --out reports
+
+bench-graph: $(STAMP) ## Serving-graph throughput and latency, new vs legacy featurizer, on DATA -> reports/
+	$(PY) -m training bench-graph --data "$(DATA)" --out reports
 
 tune: $(STAMP) ## Grid search (GRID=...) on DATA's grouped validation split; resumable
 	$(PY) -m training tune --data "$(DATA)" --grid "$(GRID)"

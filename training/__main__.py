@@ -5,6 +5,7 @@ Commands:
     train       train on labelled reviews and export a new model version
     tune        grid search over vectoriser and model settings (resumable)
     bench       training benchmark: both model families vs a scikit-learn baseline
+    bench-graph serving-graph benchmark: throughput and latency of the exported graphs
     demo-data   write the built-in demo set of short reviews as a CSV
 """
 
@@ -84,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated model families to train (default: {','.join(MODEL_FAMILIES)})",
     )
 
+    graph = commands.add_parser("bench-graph", help="benchmark the exported serving graphs")
+    graph.add_argument("--data", type=Path, required=True, help="labelled reviews")
+    graph.add_argument("--config", type=Path, help="JSON TrainConfig (default: the defaults)")
+    graph.add_argument("--out", type=Path, default=Path("reports"), help="(default: reports)")
+    graph.add_argument("--rounds", type=int, default=3, help="measurement rounds (default: 3)")
+
     demo = commands.add_parser("demo-data", help="write the demo review set as CSV")
     demo.add_argument("--out", type=Path, default=Path("data/demo/reviews.csv"))
     return parser
@@ -131,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
             config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
             run_benchmark(args.data, args.out, config, args.families)
             print((args.out / "bench-train.md").read_text(), end="")
+            return EXIT_OK
+        if args.command == "bench-graph":
+            from training.config import TrainConfig
+            from training.graph_benchmark import run_graph_benchmark
+
+            config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+            run_graph_benchmark(args.data, args.out, config, args.rounds)
+            print((args.out / "bench-graph.md").read_text(), end="")
             return EXIT_OK
         if args.command == "demo-data":
             from training.demo_data import write_demo_csv

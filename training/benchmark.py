@@ -173,7 +173,7 @@ def markdown(document: dict) -> str:
     ]
     rows += [
         f"| {ours['model']} | {ours['val_accuracy']:.4f} | {ours['val_roc_auc']:.4f} | "
-        f"{ours['train_seconds']:.0f} s (data to exported version) | "
+        f"{ours['train_seconds']:.0f} s (training and export) | "
         f"{ours['model_megabytes']:.1f} MB | {ours['reviews_per_second_1_caller']:,} / "
         f"{ours['reviews_per_second_2_callers']:,} reviews/s |"
         for ours in document["models"]

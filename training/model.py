@@ -9,7 +9,7 @@ import keras
 
 from serving.contract import INPUT_KEY
 from training.config import TrainConfig
-from training.vectorize import NgramFeatures, SequenceFeatures
+from training.vectorize import Featurizer
 
 
 def build_classifier(num_features: int, config: TrainConfig) -> keras.Model:
@@ -78,12 +78,13 @@ def depthwise_initializer(input_channels: int) -> keras.initializers.Initializer
     )
 
 
-def build_text_model(
-    features: NgramFeatures | SequenceFeatures, classifier: keras.Model
-) -> keras.Model:
-    """Chains the in-graph featurizer and the trained classifier: strings in, [-1, 1] out."""
+def build_text_model(featurizer: Featurizer, classifier: keras.Model) -> keras.Model:
+    """Chains the in-graph featurizer and the trained classifier: strings in, [-1, 1] out.
+
+    review -> text_vectorization (word ids) [-> ngram_features] -> classifier.
+    """
     reviews = keras.Input(shape=(), dtype="string", name=INPUT_KEY)
-    return keras.Model(reviews, classifier(features(reviews)), name="imdb_sentiment")
+    return keras.Model(reviews, classifier(featurizer(reviews)), name="imdb_sentiment")
 
 
 def _compiled(model: keras.Model, config: TrainConfig) -> keras.Model:

@@ -20,11 +20,12 @@ from training.export import export_model
 from training.model import build_classifier, build_sepcnn, build_text_model
 from training.sources import DataSource
 from training.vectorize import (
-    NgramFeatures,
-    SequenceFeatures,
+    Featurizer,
     featurize,
+    ngram_featurizer,
     select_vocabulary,
     select_words,
+    sequence_featurizer,
 )
 
 logger = logging.getLogger(__name__)
@@ -165,13 +166,11 @@ def _fit(
     return build_text_model(features, classifier), best_epochs
 
 
-def build_features(
-    texts: list[str], labels: np.ndarray, config: TrainConfig
-) -> NgramFeatures | SequenceFeatures:
+def build_features(texts: list[str], labels: np.ndarray, config: TrainConfig) -> Featurizer:
     """The featurizer of ``config.model``, with its vocabulary selected on ``texts`` only."""
     if config.model == "sepcnn":
         words = select_words(texts, config.sepcnn_max_words)
-        return SequenceFeatures(words, config.sepcnn_sequence_length, name="sequence_features")
+        return sequence_featurizer(words, config.sepcnn_sequence_length)
     vocabulary = select_vocabulary(
         texts,
         labels,
@@ -180,13 +179,13 @@ def build_features(
         min_document_frequency=config.min_document_frequency,
         weighting=config.weighting,
     )
-    return NgramFeatures(vocabulary, name="ngram_features")
+    return ngram_featurizer(vocabulary)
 
 
 def fit_classifier(
     inputs: tf.Tensor | tf.SparseTensor,
     labels: np.ndarray,
-    features: NgramFeatures | SequenceFeatures,
+    features: Featurizer,
     config: TrainConfig,
     validation: tuple[tf.Tensor | tf.SparseTensor, np.ndarray] | None = None,
     epochs: int | None = None,
@@ -197,10 +196,10 @@ def fit_classifier(
     best epoch count is returned; otherwise exactly ``epochs`` epochs are trained.
     """
     keras.utils.set_random_seed(config.seed)
-    if isinstance(features, SequenceFeatures):
+    if features.ngrams is None:
         classifier = build_sepcnn(features.vocabulary_size, config)
     else:
-        classifier = build_classifier(features.width, config)
+        classifier = build_classifier(features.ngrams.width, config)
     dataset = (
         tf.data.Dataset.from_tensor_slices((inputs, labels))
         .shuffle(len(labels), seed=config.seed, reshuffle_each_iteration=True)

@@ -17,7 +17,7 @@ from serving.versions import list_versions
 from training import export
 from training.config import TrainConfig
 from training.model import build_classifier, build_text_model
-from training.vectorize import NgramFeatures, Vocabulary
+from training.vectorize import Vocabulary, ngram_featurizer
 
 POSITIVE = "A wonderful, brilliant film. I loved every minute of it. Highly recommended."
 NEGATIVE = "An awful, boring film. A complete waste of time. Avoid it."
@@ -25,9 +25,9 @@ NEGATIVE = "An awful, boring film. A complete waste of time. Avoid it."
 
 def untrained_text_model():
     vocabulary = Vocabulary(["good", "bad", "good film"], np.ones(3, np.float32), 2, "nb")
-    features = NgramFeatures(vocabulary)
-    classifier = build_classifier(features.width, TrainConfig(hidden_units=4))
-    return build_text_model(features, classifier)
+    featurizer = ngram_featurizer(vocabulary)
+    classifier = build_classifier(featurizer.ngrams.width, TrainConfig(hidden_units=4))
+    return build_text_model(featurizer, classifier)
 
 
 def test_tf_serving_style_session_load(exported_version):
@@ -97,6 +97,59 @@ def test_only_ops_that_tf_serving_has(exported_version):
     from tensorflow.python.framework import op_def_registry
 
     assert all(op_def_registry.get(op) is not None for op in ops)
+
+
+def test_the_graph_tokenizes_with_text_vectorization(exported_version):
+    from serving.savedmodel import SessionBundle
+
+    bundle = SessionBundle(exported_version)
+    try:
+        graph_def = bundle.meta_graph.graph_def
+        names = [node.name for node in graph_def.node] + [
+            node.name for function in graph_def.library.function for node in function.node_def
+        ]
+        ops = bundle.op_types()
+    finally:
+        bundle.close()
+    assert any("text_vectorization" in name for name in names)
+    assert "StringSplitV2" in ops and "LookupTableFindV2" in ops
+    # N-grams are integers made from word ids: no n-gram string is built while serving.
+    assert "StringNGrams" not in ops
+
+
+def test_a_sharded_batch_predicts_as_reviews_one_by_one(exported_version):
+    from serving.savedmodel import SessionBundle
+
+    reviews = [f"{POSITIVE} {i}" if i % 3 else f"{NEGATIVE} {i}" for i in range(33)]
+    assert len(reviews) >= export.MIN_SHARDED_BATCH  # cut into export.SERVING_SHARDS parts
+    bundle = SessionBundle(exported_version)
+
+    def run(texts: list[str]) -> np.ndarray:
+        inputs = {contract.INPUT_KEY: np.array(texts, dtype=object)}
+        return bundle.run(contract.SIGNATURE_NAME, inputs)[contract.OUTPUT_PROBABILITY]
+
+    try:
+        batch = run(reviews)
+        one_by_one = np.concatenate([run([review]) for review in reviews])
+    finally:
+        bundle.close()
+    np.testing.assert_allclose(batch, one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_empty_blank_and_10_megabyte_reviews_get_predictions(exported_version):
+    from serving.savedmodel import SessionBundle
+
+    ten_megabytes = "a great film " * (10 * 1024 * 1024 // 13)
+    reviews = ["", "   ", "\t\n", "film", ten_megabytes, POSITIVE]
+    bundle = SessionBundle(exported_version)
+    try:
+        inputs = {contract.INPUT_KEY: np.array(reviews, dtype=object)}
+        outputs = bundle.run(contract.SIGNATURE_NAME, inputs)
+    finally:
+        bundle.close()
+    probability = outputs[contract.OUTPUT_PROBABILITY]
+    assert probability.shape == (len(reviews),)
+    assert np.isfinite(probability).all() and ((probability >= 0) & (probability <= 1)).all()
 
 
 def test_assets_extra_holds_warmup_config_and_evaluation(exported_version):

@@ -509,3 +509,19 @@ def test_an_empty_batch_gives_empty_outputs(model_url, channel):
     outputs = stub.Predict(request, timeout=30).outputs
     assert [d.size for d in outputs["probability"].tensor_shape.dim] == [0]
     assert list(outputs["label"].string_val) == []
+
+
+def test_odd_reviews_over_grpc_get_predictions(channel):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "imdb"
+    reviews = [b"", b" \t\n ", b"great", b"\xff\xfe not utf-8 \x80 great film", POSITIVE.encode()]
+    request.inputs["review"].CopyFrom(string_tensor([], [len(reviews)]))
+    request.inputs["review"].string_val.extend(reviews)
+    outputs = stub.Predict(request, timeout=30).outputs
+    probabilities = list(outputs["probability"].float_val)
+    assert len(probabilities) == len(reviews)
+    assert all(0.0 <= p <= 1.0 for p in probabilities)
+    assert list(outputs["label"].string_val) == [
+        contract.LABELS[int(p >= contract.DECISION_THRESHOLD)].encode() for p in probabilities
+    ]

@@ -8,8 +8,9 @@ import tensorflow as tf
 from sklearn.feature_extraction.text import CountVectorizer
 
 from training.vectorize import (
-    NgramFeatures,
+    Vocabulary,
     featurize,
+    ngram_featurizer,
     select_vocabulary,
     standardize_texts,
     whitespace_tokens,
@@ -40,17 +41,60 @@ def test_in_graph_ngrams_equal_scikit_learn_ngrams(ngram_max):
     vocabulary = select_vocabulary(
         TRICKY_TEXTS, labels, ngram_max=ngram_max, max_features=1000, min_document_frequency=1
     )
-    in_graph = tf.sparse.to_dense(featurize(NgramFeatures(vocabulary), TRICKY_TEXTS)).numpy()
-    presence = CountVectorizer(
-        tokenizer=whitespace_tokens,
-        token_pattern=None,
-        lowercase=False,
-        ngram_range=(1, ngram_max),
-        vocabulary=vocabulary.ngrams,
-        binary=True,
-    ).transform(standardize_texts(TRICKY_TEXTS))
+    in_graph = tf.sparse.to_dense(featurize(ngram_featurizer(vocabulary), TRICKY_TEXTS)).numpy()
     # Column 0 of the featurizer is the out-of-vocabulary bucket.
-    np.testing.assert_array_equal(in_graph[:, 1:] != 0, presence.toarray() != 0)
+    np.testing.assert_array_equal(
+        in_graph[:, 1:] != 0, scikit_learn_presence(vocabulary, TRICKY_TEXTS)
+    )
+
+
+def scikit_learn_presence(vocabulary, texts: list[str]) -> np.ndarray:
+    return (
+        CountVectorizer(
+            tokenizer=whitespace_tokens,
+            token_pattern=None,
+            lowercase=False,
+            ngram_range=(1, vocabulary.ngram_max),
+            vocabulary=vocabulary.ngrams,
+            binary=True,
+        )
+        .transform(standardize_texts(texts))
+        .toarray()
+        != 0
+    )
+
+
+def test_ngrams_skip_no_unknown_word_and_never_span_two_reviews():
+    # Every word of the vocabulary's n-grams: good, film, bad, plot, very.
+    vocabulary = Vocabulary(
+        ["good film", "good", "bad plot", "very good film", "film"], np.ones(5, np.float32), 3, "nb"
+    )
+    texts = [
+        "good zzz film",  # an unknown word inside: no "good film"
+        "very good",  # the batch's next review starts with "film": no "very good film"
+        "film",  # a one-word review
+        "bad, plot! Very GOOD film.",
+        "",  # an empty review
+        "zzz yyy",  # unknown words only: an all-zero row
+        "good",
+    ]
+    features = featurize(ngram_featurizer(vocabulary), texts)
+    in_graph = tf.sparse.to_dense(features).numpy()
+    np.testing.assert_array_equal(in_graph[:, 1:] != 0, scikit_learn_presence(vocabulary, texts))
+    assert in_graph[0, 1:].nonzero()[0].tolist() == [1, 4]  # "good", "film"; not "good film"
+    assert not in_graph[4].any() and not in_graph[5].any()
+
+
+def test_an_empty_batch_gives_an_empty_feature_matrix():
+    vocabulary = Vocabulary(["good", "good film"], np.ones(2, np.float32), 2, "nb")
+    features = ngram_featurizer(vocabulary)(tf.constant([], dtype=tf.string))
+    assert features.dense_shape.numpy().tolist() == [0, 3]
+    assert features.values.shape == (0,)
+
+
+def test_word_vocabulary_covers_every_word_of_every_ngram():
+    vocabulary = Vocabulary(["b c", "a", "c d e", "a b"], np.ones(4, np.float32), 3, "nb")
+    assert vocabulary.words == ["b", "c", "a", "d", "e"]
 
 
 def test_selection_prefers_discriminative_ngrams():
@@ -85,7 +129,7 @@ def test_features_are_weighted_presence_with_unit_norm():
         weighting="idf",
     )
     rows = tf.sparse.to_dense(
-        featurize(NgramFeatures(vocabulary), ["good good plot", "zzz"])
+        featurize(ngram_featurizer(vocabulary), ["good good plot", "zzz"])
     ).numpy()
     assert np.linalg.norm(rows[0]) == pytest.approx(1.0, abs=1e-6)
     good, plot = 1 + vocabulary.ngrams.index("good"), 1 + vocabulary.ngrams.index("plot")
