@@ -36,13 +36,16 @@ DATA ?= auto
 TRAIN_ARGS ?=
 # Grid for `make tune`: a JSON object of TrainConfig field -> list of values.
 GRID ?= training/grids/default.json
+# Extra flags for `make loadtest` and `make capacity`, e.g. LOADTEST_ARGS="--duration 30".
+LOADTEST_ARGS ?=
+CAPACITY_ARGS ?=
 # Extra flags for pytest, e.g. PYTEST_ARGS="-k smoke -x".
 PYTEST_ARGS ?=
 
 # Quiet TensorFlow's C++ start-up chatter in every command below.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help env tools demo test test-slow explore train tune bench-train bench-graph serve smoke docker-build deploy rollback \
+.PHONY: help env tools demo test test-slow explore train tune bench-train bench-graph serve smoke loadtest capacity bench-serve docker-build deploy rollback \
 	deploy-smoke lint format lock clean distclean
 
 help: ## List the verbs
@@ -109,6 +112,16 @@ serve: $(STAMP) ## Serve models/imdb: docker compose if a Docker engine answers,
 smoke: $(STAMP) ## Smoke-test a running server (REST_URL, GRPC_TARGET override the local ports)
 	$(PY) scripts/smoke_test.py --rest-url $(or $(REST_URL),http://127.0.0.1:$(REST_PORT)) \
 		--grpc-target $(or $(GRPC_TARGET),127.0.0.1:$(GRPC_PORT)) --model-name $(MODEL_NAME)
+
+loadtest: $(STAMP) ## Load-test REST_URL and GRPC_TARGET (default: the local ports) -> reports/loadtest/
+	$(PY) -m serving loadtest --rest-url $(or $(REST_URL),http://127.0.0.1:$(REST_PORT)) \
+		--grpc-target $(or $(GRPC_TARGET),127.0.0.1:$(GRPC_PORT)) --open-loop $(LOADTEST_ARGS)
+
+capacity: $(STAMP) ## Capacity plan from reports/loadtest: TARGET_RPS=... [CAPACITY_ARGS=...]
+	$(PY) -m serving capacity --target-rps "$(TARGET_RPS)" $(CAPACITY_ARGS)
+
+bench-serve: $(STAMP) ## Local server, batching off vs on, under load -> reports/bench-serve/
+	$(PY) -m serving bench-serve --model-dir $(MODEL_DIR)
 
 docker-build: ## Build the tensorflow/serving image with the latest version baked in
 	@test -n "$(MODEL_VERSION)" || { echo "No model under $(MODEL_DIR): run make train"; exit 1; }

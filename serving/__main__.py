@@ -1,10 +1,12 @@
-"""Command line client: ``python -m serving <predict|status|metadata|smoke|versions> ...``.
+"""Command line: ``python -m serving <predict|status|metadata|smoke|loadtest|capacity|versions>``.
 
 python -m serving predict --rest-url http://localhost:8501 "A great film" "Dreadful"
 python -m serving predict --grpc-target localhost:8500 "A great film"
 python -m serving status --rest-url http://localhost:8501
 python -m serving smoke --rest-url http://localhost:8501 --grpc-target localhost:8500
 python -m serving versions models/imdb --latest
+python -m serving loadtest --rest-url http://localhost:8501 --grpc-target localhost:8500
+python -m serving capacity --results reports/loadtest/results.json --target-rps 2000
 
 ``versions`` needs no dependencies (plain ``python3`` runs it): the Makefile and the scripts
 ask it which version folders a model base path holds.
@@ -16,6 +18,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 from serving.cli_args import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -23,7 +26,7 @@ from serving.cli_args import (
     EXIT_OK,
     parse_args,
 )
-from serving.contract import MODEL_NAME
+from serving.contract import MODEL_BASE_DIR, MODEL_NAME
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "smoke", help="smoke-test an endpoint (see serving/smoke.py)", add_help=False
     )
+    _add_loadtest_parser(commands)
     versions = commands.add_parser(
         "versions", help="list the version folders of a model base path (serving/versions.py)"
     )
@@ -60,6 +64,165 @@ def build_parser() -> argparse.ArgumentParser:
         "--latest", action="store_true", help="print only the highest; exit 1 if there is none"
     )
     return parser
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from error
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _add_capacity_arguments(command: argparse.ArgumentParser, required: bool) -> None:
+    group = command.add_argument_group("capacity plan")
+    group.add_argument(
+        "--target-rps", type=float, required=required, help="peak requests/s to plan for"
+    )
+    group.add_argument(
+        "--reviews-per-request", type=int, help="reviews per request at the peak (default: 1)"
+    )
+    group.add_argument("--capacity-transport", choices=("gRPC", "REST"), help="(default: gRPC)")
+    group.add_argument(
+        "--measured-replicas", type=int, default=1, help="replicas behind the measured endpoint"
+    )
+    group.add_argument("--cpus-per-pod", type=int, default=2, help="the pods' CPU (default: 2)")
+
+
+def _add_loadtest_parser(commands) -> None:
+    from serving.loadtest import Plan
+
+    plan = Plan()
+    command = commands.add_parser(
+        "loadtest", help="load-test a TF Serving endpoint (see serving/loadtest.py)"
+    )
+    command.add_argument("--rest-url", help="e.g. http://localhost:8501")
+    command.add_argument("--grpc-target", help="e.g. localhost:8500")
+    command.add_argument("--model-name", default=MODEL_NAME)
+    command.add_argument("--reviews", help="text file (a review per line) or CSV with 'review'")
+    command.add_argument(
+        "--duration", type=float, default=plan.seconds, help="seconds per step (default: 10)"
+    )
+    command.add_argument(
+        "--concurrency", type=_int_list, default=plan.concurrency, help="closed-loop clients"
+    )
+    command.add_argument(
+        "--batch-sizes", type=_int_list, default=plan.batch_sizes, help="reviews per request"
+    )
+    command.add_argument(
+        "--max-requests", type=int, default=plan.max_requests, help="cap on requests per step"
+    )
+    command.add_argument("--open-loop", action="store_true", help="also step a constant rate")
+    command.add_argument("--start-rate", type=float, default=plan.start_rate)
+    command.add_argument("--rate-factor", type=float, default=plan.rate_factor)
+    command.add_argument("--max-rate", type=float, default=plan.max_rate)
+    command.add_argument("--slo-p99-ms", type=float, default=plan.slo_p99_ms)
+    command.add_argument("--error-budget", type=float, default=plan.error_budget)
+    command.add_argument("--out", type=Path, default=Path("reports/loadtest"))
+    _add_capacity_arguments(command, required=False)
+    bench = commands.add_parser(
+        "bench-serve", help="the local server with batching off and on (serving/bench_serve.py)"
+    )
+    bench.add_argument("--model-dir", type=Path, default=Path(MODEL_BASE_DIR))
+    bench.add_argument("--duration", type=float, default=10.0, help="seconds per step")
+    bench.add_argument("--out", type=Path, default=Path("reports/bench-serve"))
+    capacity = commands.add_parser(
+        "capacity", help="capacity plan from a load-test report (see serving/capacity.py)"
+    )
+    capacity.add_argument("--results", type=Path, default=Path("reports/loadtest/results.json"))
+    capacity.add_argument("--slo-p99-ms", type=float, default=plan.slo_p99_ms)
+    _add_capacity_arguments(capacity, required=True)
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from serving.loadtest import (
+        LoadTestError,
+        Plan,
+        read_reviews,
+        run_load_test,
+        terminal_progress,
+    )
+
+    try:
+        plan = Plan(
+            concurrency=args.concurrency,
+            batch_sizes=args.batch_sizes,
+            seconds=args.duration,
+            max_requests=args.max_requests,
+            open_loop=args.open_loop,
+            start_rate=args.start_rate,
+            rate_factor=args.rate_factor,
+            max_rate=args.max_rate,
+            slo_p99_ms=args.slo_p99_ms,
+            error_budget=args.error_budget,
+        )
+        document = run_load_test(
+            args.rest_url,
+            args.grpc_target,
+            plan,
+            read_reviews(args.reviews),
+            args.out,
+            args.model_name,
+            terminal_progress,
+        )
+    except LoadTestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print((args.out / "results.md").read_text(), end="")
+    if args.target_rps:
+        if args.capacity_transport is None:
+            args.capacity_transport = "gRPC" if args.grpc_target else "REST"
+        return _write_capacity(document["steps"], args, args.out)
+    return EXIT_OK
+
+
+def _capacity(args: argparse.Namespace) -> int:
+    try:
+        steps = json.loads(args.results.read_text())["steps"]
+    except (OSError, ValueError, KeyError) as error:
+        print(
+            f"error: cannot read a load-test report from {args.results}: {error}", file=sys.stderr
+        )
+        return EXIT_FAILED
+    return _write_capacity(steps, args, args.results.parent)
+
+
+def _write_capacity(steps: list[dict], args: argparse.Namespace, out: Path) -> int:
+    from serving.capacity import (
+        CapacityError,
+        CapacityTarget,
+        batching_config,
+        hpa_patch,
+        plan_capacity,
+        plan_document,
+        summary,
+    )
+
+    try:
+        target = CapacityTarget(
+            target_rps=args.target_rps,
+            reviews_per_request=args.reviews_per_request or 1,
+            slo_p99_ms=args.slo_p99_ms,
+            transport=args.capacity_transport or "gRPC",
+            measured_replicas=args.measured_replicas,
+            cpus_per_pod=args.cpus_per_pod,
+        )
+        plan = plan_capacity(steps, target)
+    except (CapacityError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    text = summary(plan, target)
+    (out / "capacity.json").write_text(json.dumps(plan_document(plan, target), indent=2) + "\n")
+    (out / "capacity.md").write_text(text + "\n")
+    (out / "hpa-patch.yaml").write_text(hpa_patch(plan))
+    (out / "batching.config").write_text(batching_config(plan))
+    print(text)
+    print(f"Wrote {out / 'hpa-patch.yaml'} and {out / 'batching.config'} (docs/deploy.md: Scale)")
+    return EXIT_OK
 
 
 def _versions(args: argparse.Namespace) -> int:
@@ -109,6 +272,16 @@ def main(argv: list[str] | None = None) -> int:
         return args
     if args.command == "versions":
         return _versions(args)
+    if args.command == "loadtest":
+        return _loadtest(args)
+    if args.command == "capacity":
+        return _capacity(args)
+    if args.command == "bench-serve":
+        from serving.bench_serve import run_bench_serve
+
+        run_bench_serve(args.model_dir, args.out, args.duration)
+        print((args.out / "bench-serve.md").read_text(), end="")
+        return EXIT_OK
 
     from serving.client import RequestError, make_client
 

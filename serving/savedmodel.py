@@ -100,28 +100,16 @@ class SessionBundle:
         """The signature's output keys and their tensors."""
         return {k: _tensor_info(v) for k, v in self.signature_defs[signature_name].outputs.items()}
 
-    def run(
-        self,
-        signature_name: str,
-        inputs: dict[str, np.ndarray],
-        output_keys: list[str] | None = None,
-        timeout_seconds: float | None = None,
+    def check_inputs(
+        self, signature_name: str, inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """Runs a signature: feeds its input tensors and fetches its output tensors.
-
-        Args:
-            signature_name: a key of ``signature_defs``.
-            inputs: exactly the signature's input keys, each an array of the input's dtype.
-            output_keys: outputs to fetch; all of them when None.
-            timeout_seconds: session run deadline; exceeding it raises DeadlineExceededError.
+        """The inputs as arrays, checked against the signature's dtypes and ranks.
 
         Raises:
-            SignatureError: the inputs do not match the signature's keys, dtypes or rank.
-            tf.errors.OpError: the graph failed at run time.
+            SignatureError: an input's dtype or rank does not fit the signature.
         """
         signature_inputs = self.inputs(signature_name)
-        signature_outputs = self.outputs(signature_name)
-        feed = {}
+        checked = {}
         for key, value in inputs.items():
             info = signature_inputs[key]
             value = np.asarray(value)
@@ -143,7 +131,34 @@ class SessionBundle:
                     f"input {key!r} must have rank {len(info.shape)} (shape "
                     f"{list(info.shape)}), got shape {list(value.shape)}"
                 )
-            feed[info.tensor_name] = value
+            checked[key] = value
+        return checked
+
+    def run(
+        self,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+        output_keys: list[str] | None = None,
+        timeout_seconds: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Runs a signature: feeds its input tensors and fetches its output tensors.
+
+        Args:
+            signature_name: a key of ``signature_defs``.
+            inputs: exactly the signature's input keys, each an array of the input's dtype.
+            output_keys: outputs to fetch; all of them when None.
+            timeout_seconds: session run deadline; exceeding it raises DeadlineExceededError.
+
+        Raises:
+            SignatureError: the inputs do not match the signature's keys, dtypes or rank.
+            tf.errors.OpError: the graph failed at run time.
+        """
+        signature_inputs = self.inputs(signature_name)
+        signature_outputs = self.outputs(signature_name)
+        feed = {
+            signature_inputs[key].tensor_name: value
+            for key, value in self.check_inputs(signature_name, inputs).items()
+        }
         keys = list(signature_outputs) if output_keys is None else output_keys
         fetches = {key: signature_outputs[key].tensor_name for key in keys}
         options = None

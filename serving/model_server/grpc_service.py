@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from serving.model_server.batching import BatchScheduler
 from serving.model_server.errors import ServingError, invalid_argument
 from serving.model_server.manager import ModelManager, VersionLease
 from serving.model_server.predict import (
@@ -73,8 +74,9 @@ def _deadline_seconds(context: grpc.ServicerContext) -> float | None:
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata; Classify, Regress and MultiInference are refused."""
 
-    def __init__(self, manager: ModelManager):
+    def __init__(self, manager: ModelManager, scheduler: BatchScheduler | None = None):
         self._manager = manager
+        self._scheduler = scheduler
 
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext):
         def handle() -> predict_pb2.PredictResponse:
@@ -82,7 +84,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 raise invalid_argument("Missing ModelSpec")
             with lease_for_spec(self._manager, request.model_spec) as lease:
                 signature_name, outputs = predict_with_bundle(
-                    lease.bundle, request, _deadline_seconds(context)
+                    lease.bundle, request, _deadline_seconds(context), self._scheduler
                 )
                 response = predict_pb2.PredictResponse()
                 response.model_spec.name = request.model_spec.name

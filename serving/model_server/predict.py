@@ -7,6 +7,8 @@ session, mapping TensorFlow errors to status codes).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import grpc
 import numpy as np
 import tensorflow as tf
@@ -16,6 +18,9 @@ from tensorflow_serving.apis import predict_pb2
 from serving.contract import SIGNATURE_NAME
 from serving.model_server.errors import ServingError, invalid_argument
 from serving.savedmodel import SessionBundle, SignatureError
+
+if TYPE_CHECKING:
+    from serving.model_server.batching import BatchScheduler
 
 # TensorProto repeated field that carries the values of each dtype, as TF Serving writes them.
 _VALUE_FIELDS = {
@@ -47,8 +52,12 @@ def run_signature(
     inputs: dict[str, np.ndarray],
     output_filter: list[str] | None = None,
     timeout_seconds: float | None = None,
+    scheduler: BatchScheduler | None = None,
 ) -> dict[str, np.ndarray]:
     """Checks the request against the signature, runs it, and returns the outputs.
+
+    With a ``scheduler`` (``--enable_batching``) the run joins a batch of concurrent requests;
+    the request is checked on its own first, so that a bad one never fails a batch.
 
     Raises:
         ServingError: INVALID_ARGUMENT for wrong keys, dtypes or ranks; the TF runtime's code
@@ -82,7 +91,24 @@ def run_signature(
             raise invalid_argument(f"duplicate output tensor alias: {duplicate}")
         outputs = list(output_filter)
     try:
-        return bundle.run(signature_name, inputs, outputs, timeout_seconds=timeout_seconds)
+        inputs = bundle.check_inputs(signature_name, inputs)
+    except SignatureError as error:
+        raise invalid_argument(str(error)) from error
+    if scheduler is not None:
+        return scheduler.run(bundle, signature_name, inputs, outputs, timeout_seconds)
+    return run_bundle(bundle, signature_name, inputs, outputs, timeout_seconds)
+
+
+def run_bundle(
+    bundle: SessionBundle,
+    signature_name: str,
+    inputs: dict[str, np.ndarray],
+    output_keys: list[str],
+    timeout_seconds: float | None = None,
+) -> dict[str, np.ndarray]:
+    """One session run, with TensorFlow's errors as ServingErrors (the code TF Serving sends)."""
+    try:
+        return bundle.run(signature_name, inputs, output_keys, timeout_seconds=timeout_seconds)
     except SignatureError as error:
         raise invalid_argument(str(error)) from error
     except tf.errors.OpError as error:
@@ -90,7 +116,10 @@ def run_signature(
 
 
 def predict_with_bundle(
-    bundle: SessionBundle, request: predict_pb2.PredictRequest, timeout_seconds: float | None = None
+    bundle: SessionBundle,
+    request: predict_pb2.PredictRequest,
+    timeout_seconds: float | None = None,
+    scheduler: BatchScheduler | None = None,
 ) -> tuple[str, dict[str, np.ndarray]]:
     """Runs a gRPC PredictRequest on ``bundle``; returns the signature name used and outputs."""
     signature_name = check_signature(bundle, request.model_spec.signature_name)
@@ -101,7 +130,7 @@ def predict_with_bundle(
         except (ValueError, TypeError) as error:
             raise invalid_argument(f"input {key!r} is not a valid TensorProto: {error}") from error
     outputs = run_signature(
-        bundle, signature_name, inputs, list(request.output_filter), timeout_seconds
+        bundle, signature_name, inputs, list(request.output_filter), timeout_seconds, scheduler
     )
     return signature_name, outputs
 

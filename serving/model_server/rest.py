@@ -19,6 +19,7 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import model_pb2
 
 from serving.model_server import json_codec
+from serving.model_server.batching import BatchScheduler
 from serving.model_server.errors import ServingError, invalid_argument
 from serving.model_server.manager import ModelManager
 from serving.model_server.predict import run_signature
@@ -49,9 +50,15 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 class RestApi:
     """The WSGI application. One instance serves all requests, from many threads."""
 
-    def __init__(self, manager: ModelManager, timeout_seconds: float | None = 30.0):
+    def __init__(
+        self,
+        manager: ModelManager,
+        timeout_seconds: float | None = 30.0,
+        scheduler: BatchScheduler | None = None,
+    ):
         self._manager = manager
         self._timeout_seconds = timeout_seconds
+        self._scheduler = scheduler
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET").upper()
@@ -145,7 +152,11 @@ class RestApi:
             else:
                 inputs = json_codec.columnar_inputs(specs, document["inputs"])
             outputs = run_signature(
-                lease.bundle, signature_name, inputs, timeout_seconds=self._timeout_seconds
+                lease.bundle,
+                signature_name,
+                inputs,
+                timeout_seconds=self._timeout_seconds,
+                scheduler=self._scheduler,
             )
         if has_instances:
             return json_codec.encode_rows(outputs)

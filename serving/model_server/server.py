@@ -29,8 +29,10 @@ from waitress.server import create_server
 
 from serving.cli_args import EXIT_OK, bool_flag, parse_args, usable_cpus
 from serving.contract import GRPC_PORT
+from serving.model_server.batching import BatchingOptions, BatchScheduler
 from serving.model_server.grpc_service import ModelServicer, PredictionServicer
 from serving.model_server.manager import LoadSettings, ModelManager
+from serving.model_server.overload import summarize_waitress_queue_warnings
 from serving.model_server.rest import RestApi
 
 logger = logging.getLogger(__name__)
@@ -45,8 +47,6 @@ EXIT_START_FAILED = 255
 # tensorflow_model_server flags that the local server accepts and ignores, so that the same
 # command lines (Dockerfile, compose, Kubernetes) work; each is logged when given.
 IGNORED_FLAGS = (
-    "enable_batching",
-    "batching_parameters_file",
     "enable_per_model_batching_parameters",
     "monitoring_config_file",
     "tensorflow_intra_op_parallelism",
@@ -82,6 +82,10 @@ class ServerOptions:
     rest_api_num_threads: int = 0
     rest_api_timeout_in_ms: int = 30_000
     enable_grpc_healthcheck_service: bool = False
+    # Server-side batching (serving/model_server/batching.py), with TF Serving's defaults
+    # when no parameters file is given.
+    enable_batching: bool = False
+    batching_parameters_file: str = ""
     # "key=value,key=value" gRPC server arguments, e.g. grpc.max_connection_age_ms=60000.
     grpc_channel_arguments: str = ""
     # Local-server-only: the address both ports bind to (TF Serving binds all interfaces).
@@ -158,12 +162,30 @@ class ModelServer:
                 num_request_iterations_for_warmup=options.num_request_iterations_for_warmup,
             ),
         )
+        self.scheduler = self._batch_scheduler(options)
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
         self._grpc_server: grpc.Server | None = None
         self._rest_server = None
         self._rest_thread: threading.Thread | None = None
         self._stopped = threading.Event()
+
+    @staticmethod
+    def _batch_scheduler(options: ServerOptions) -> BatchScheduler | None:
+        if not options.enable_batching:
+            if options.batching_parameters_file:
+                logger.warning("--batching_parameters_file is ignored without --enable_batching")
+            return None
+        try:
+            batching = (
+                BatchingOptions.from_file(options.batching_parameters_file)
+                if options.batching_parameters_file
+                else BatchingOptions()
+            )
+        except (OSError, ValueError) as error:
+            raise StartupError(f"Invalid batching parameters: {error}") from error
+        logger.info("Batching enabled: %s", batching)
+        return BatchScheduler(batching)
 
     def start(self, load_timeout: float | None = None) -> None:
         """Loads every model (blocking), then opens the gRPC and REST ports.
@@ -201,7 +223,7 @@ class ModelServer:
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.manager), server
+            PredictionServicer(self.manager, self.scheduler), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.manager), server
@@ -223,8 +245,9 @@ class ModelServer:
         logger.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, self.grpc_port)
 
     def _start_rest(self, options: ServerOptions) -> None:
-        app = RestApi(self.manager, timeout_seconds=options.rest_api_timeout_in_ms / 1000)
+        app = RestApi(self.manager, options.rest_api_timeout_in_ms / 1000, scheduler=self.scheduler)
         threads = options.rest_api_num_threads or 4 * usable_cpus()
+        summarize_waitress_queue_warnings(threads)
         try:
             self._rest_server = create_server(
                 app,
@@ -233,6 +256,8 @@ class ModelServer:
                 threads=threads,
                 max_request_body_size=options.max_request_bytes,
                 ident="local-tfserving",
+                # waitress allows 100 open connections by default; load tests open more.
+                connection_limit=1000,
                 clear_untrusted_proxy_headers=True,
             )
         except OSError as error:
@@ -256,6 +281,8 @@ class ModelServer:
             self._grpc_server.stop(grace_seconds).wait()
         if self._rest_thread is not None:
             self._rest_thread.join(timeout=grace_seconds)
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self.manager.stop()
 
     def wait(self) -> None:
@@ -296,12 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--max_num_load_retries", type=int, default=defaults.max_num_load_retries)
     add("--load_retry_interval_micros", type=int, default=defaults.load_retry_interval_micros)
-    for name in ("enable_model_warmup", "enable_grpc_healthcheck_service"):
+    for name in ("enable_model_warmup", "enable_grpc_healthcheck_service", "enable_batching"):
         add(f"--{name}", type=bool_flag, nargs="?", const=True, default=getattr(defaults, name))
     add("--num_request_iterations_for_warmup", type=int, default=0)
     add("--rest_api_num_threads", type=int, default=0, help="REST worker threads (0: 4 x CPUs)")
     add("--rest_api_timeout_in_ms", type=int, default=defaults.rest_api_timeout_in_ms)
     add("--grpc_channel_arguments", default="", help="comma-separated key=value gRPC arguments")
+    add("--batching_parameters_file", default="", help="text BatchingParameters")
     add(
         "--bind_address",
         default=defaults.bind_address,
