@@ -45,6 +45,7 @@ from training.vectorize import (
     select_vocabulary,
     select_words,
     sequence_featurizer,
+    weighted_presence,
 )
 
 # Single-review calls timed per graph and round, after a few untimed ones.
@@ -104,15 +105,9 @@ class LegacyNgramFeatures(keras.layers.Layer):
         )
         width = tf.constant(self.width, tf.int64)
         keys = tf.sort(tf.unique(ids.values + ids.value_rowids() * width).y)
-        rows, columns = keys // width, keys % width
         batch_size = tf.shape(texts, out_type=tf.int64)[0]
-        values = tf.gather(tf.convert_to_tensor(self.feature_weights), columns)
-        squared_norms = tf.math.unsorted_segment_sum(
-            tf.square(values), rows, num_segments=batch_size
-        )
-        values = values * tf.gather(tf.math.rsqrt(tf.maximum(squared_norms, 1e-12)), rows)
-        return tf.SparseTensor(
-            tf.stack([rows, columns], axis=1), values, tf.stack([batch_size, width])
+        return weighted_presence(
+            keys // width, keys % width, batch_size, self.feature_weights, self.width
         )
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:

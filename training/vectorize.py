@@ -271,15 +271,8 @@ class NgramFeatures(keras.layers.Layer):
         width = tf.constant(self.width, tf.int64)
         pairs = tf.unique(tf.boolean_mask(rows, known) * width + tf.boolean_mask(columns, known)).y
         rows, columns = pairs // width, pairs % width
-        batch_size = ids.nrows(out_type=tf.int64)
-        values = tf.gather(tf.convert_to_tensor(self.feature_weights), columns)
-        squared_norms = tf.math.unsorted_segment_sum(
-            tf.square(values), rows, num_segments=batch_size
-        )
-        # Reviews without a known n-gram keep an all-zero row.
-        values = values * tf.gather(tf.math.rsqrt(tf.maximum(squared_norms, 1e-12)), rows)
-        return tf.SparseTensor(
-            tf.stack([rows, columns], axis=1), values, tf.stack([batch_size, width])
+        return weighted_presence(
+            rows, columns, ids.nrows(out_type=tf.int64), self.feature_weights, self.width
         )
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
@@ -287,6 +280,19 @@ class NgramFeatures(keras.layers.Layer):
 
     def compute_output_spec(self, ids: keras.KerasTensor) -> keras.KerasTensor:
         return keras.KerasTensor((ids.shape[0], self.width), dtype="float32", sparse=True)
+
+
+def weighted_presence(
+    rows: tf.Tensor, columns: tf.Tensor, batch_size: tf.Tensor, weights: tf.Variable, width: int
+) -> tf.SparseTensor:
+    """The sparse feature matrix of distinct (row, column) pairs: each present n-gram weighted,
+    every row L2-normalised; a review without a known n-gram keeps an all-zero row."""
+    values = tf.gather(tf.convert_to_tensor(weights), columns)
+    squared_norms = tf.math.unsorted_segment_sum(tf.square(values), rows, num_segments=batch_size)
+    values = values * tf.gather(tf.math.rsqrt(tf.maximum(squared_norms, 1e-12)), rows)
+    return tf.SparseTensor(
+        tf.stack([rows, columns], axis=1), values, tf.stack([batch_size, tf.cast(width, tf.int64)])
+    )
 
 
 def word_counts(texts: list[str]) -> collections.Counter[str]:
