@@ -45,7 +45,7 @@ PYTEST_ARGS ?=
 # Quiet TensorFlow's C++ start-up chatter in every command below.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help env tools demo test test-slow explore train tune bench-train bench-graph serve smoke loadtest capacity bench-serve docker-build deploy rollback \
+.PHONY: help env tools demo test test-slow explore train tune bench-train bench-graph serve smoke metrics loadtest capacity bench-serve docker-build deploy rollback \
 	deploy-smoke lint format lock clean distclean
 
 help: ## List the verbs
@@ -106,12 +106,19 @@ serve: $(STAMP) ## Serve models/imdb: docker compose if a Docker engine answers,
 		echo "No Docker engine: serving $(MODEL_DIR) with the local TF-Serving-compatible server"; \
 		$(PY) -m serving.model_server --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) \
 			--model_name=$(MODEL_NAME) --model_base_path=$(CURDIR)/$(MODEL_DIR) \
-			--bind_address=127.0.0.1; \
+			--bind_address=127.0.0.1 --monitoring_config_file=k8s/base/config/monitoring.config \
+			--enable_batching --batching_parameters_file=k8s/base/config/batching.config; \
 	fi
 
 smoke: $(STAMP) ## Smoke-test a running server (REST_URL, GRPC_TARGET override the local ports)
 	$(PY) scripts/smoke_test.py --rest-url $(or $(REST_URL),http://127.0.0.1:$(REST_PORT)) \
 		--grpc-target $(or $(GRPC_TARGET),127.0.0.1:$(GRPC_PORT)) --model-name $(MODEL_NAME)
+
+metrics: $(STAMP) ## Print the TF Serving metrics of REST_URL (default: the local port)
+	@$(PY) -c 'import requests, sys; response = requests.get(sys.argv[1], timeout=10); \
+		response.raise_for_status(); \
+		print(*(line for line in response.text.splitlines() if line.startswith(":tensorflow")), sep="\n")' \
+		$(or $(REST_URL),http://127.0.0.1:$(REST_PORT))/monitoring/prometheus/metrics
 
 loadtest: $(STAMP) ## Load-test REST_URL and GRPC_TARGET (default: the local ports) -> reports/loadtest/
 	$(PY) -m serving loadtest --rest-url $(or $(REST_URL),http://127.0.0.1:$(REST_PORT)) \

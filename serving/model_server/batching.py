@@ -32,14 +32,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 from google.protobuf import (
-    descriptor_pb2,
-    descriptor_pool,
-    message_factory,
     text_format,
-    wrappers_pb2,
 )
 
 from serving.cli_args import usable_cpus
+from serving.model_server.config_protos import BatchingParameters
 from serving.model_server.errors import ServingError, invalid_argument
 from serving.model_server.predict import run_bundle
 from serving.savedmodel import SessionBundle
@@ -50,21 +47,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH_SIZE = 1000
 DEFAULT_BATCH_TIMEOUT_MICROS = 0
 DEFAULT_MAX_ENQUEUED_BATCHES = 10
-# BatchingParameters fields: name -> (field type, message type of a wrapper or None).
-_INT64 = descriptor_pb2.FieldDescriptorProto.TYPE_INT64
-_BOOL = descriptor_pb2.FieldDescriptorProto.TYPE_BOOL
-_MESSAGE = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
-_FIELDS = {
-    "max_batch_size": (_MESSAGE, ".google.protobuf.Int64Value"),
-    "batch_timeout_micros": (_MESSAGE, ".google.protobuf.Int64Value"),
-    "max_enqueued_batches": (_MESSAGE, ".google.protobuf.Int64Value"),
-    "num_batch_threads": (_MESSAGE, ".google.protobuf.Int64Value"),
-    "thread_pool_name": (_MESSAGE, ".google.protobuf.StringValue"),
-    "allowed_batch_sizes": (_INT64, None),
-    "pad_variable_length_inputs": (_BOOL, None),
-    "enable_large_batch_splitting": (_MESSAGE, ".google.protobuf.BoolValue"),
-    "max_execution_batch_size": (_MESSAGE, ".google.protobuf.Int64Value"),
-}
 # Fields that are parsed and checked, but change nothing here (logged when set).
 _IGNORED_FIELDS = (
     "thread_pool_name",
@@ -72,39 +54,6 @@ _IGNORED_FIELDS = (
     "enable_large_batch_splitting",
     "max_execution_batch_size",
 )
-
-
-def _batching_parameters_message() -> type:
-    """TF Serving's ``BatchingParameters`` message (session_bundle_config.proto), built here
-    because the tensorflow-serving-api package does not ship it; text files are then parsed by
-    protobuf's own text-format parser, as TF Serving parses them."""
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
-    file = descriptor_pb2.FileDescriptorProto(
-        name="local_tfserving/batching_parameters.proto",
-        package="tensorflow.serving",
-        syntax="proto3",
-        dependency=["google/protobuf/wrappers.proto"],
-    )
-    message = file.message_type.add(name="BatchingParameters")
-    for number, (name, (kind, type_name)) in enumerate(_FIELDS.items(), start=1):
-        added = message.field.add(
-            name=name,
-            number=number,
-            type=kind,
-            label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
-            if name == "allowed_batch_sizes"
-            else descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
-        )
-        if type_name:
-            added.type_name = type_name
-    pool.Add(file)
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
-    )
-
-
-BatchingParameters = _batching_parameters_message()
 
 
 @dataclass(frozen=True)
@@ -265,6 +214,11 @@ class BatchScheduler:
             raise task.error
         assert task.outputs is not None
         return task.outputs
+
+    def queued_tasks(self) -> int:
+        """Requests waiting in the queues (not yet running)."""
+        with self._changed:
+            return sum(len(b.tasks) for q in self._queues.values() for b in q.batches)
 
     def stop(self) -> None:
         """Fails the waiting tasks with UNAVAILABLE and stops the threads."""

@@ -7,6 +7,7 @@ Messages and status codes follow TF Serving's ``prediction_service.proto`` and
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -79,13 +80,19 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._scheduler = scheduler
 
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext):
+        started = time.perf_counter()
+        metrics = self._manager.metrics
+        name = request.model_spec.name
+
         def handle() -> predict_pb2.PredictResponse:
             if not request.HasField("model_spec"):
                 raise invalid_argument("Missing ModelSpec")
             with lease_for_spec(self._manager, request.model_spec) as lease:
+                run_started = time.perf_counter()
                 signature_name, outputs = predict_with_bundle(
                     lease.bundle, request, _deadline_seconds(context), self._scheduler
                 )
+                metrics.observe_runtime(name, "Predict", time.perf_counter() - run_started)
                 response = predict_pb2.PredictResponse()
                 response.model_spec.name = request.model_spec.name
                 response.model_spec.version.value = lease.version.number
@@ -94,7 +101,17 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                     response.outputs[key].CopyFrom(ndarray_to_tensor_proto(value))
                 return response
 
-        return _call(context, handle)
+        def counted() -> predict_pb2.PredictResponse:
+            try:
+                response = handle()
+            except ServingError as error:
+                metrics.count_request(name, error.code.name)
+                raise
+            metrics.count_request(name, "OK")
+            metrics.observe_request(name, "Predict", "GRPC", time.perf_counter() - started)
+            return response
+
+        return _call(context, counted)
 
     def GetModelMetadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext

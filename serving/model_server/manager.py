@@ -28,6 +28,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.contract import WARMUP_FILE
 from serving.model_server.errors import ServingError, invalid_argument, not_found
+from serving.model_server.metrics import ServingMetrics
 from serving.model_server.predict import predict_with_bundle
 from serving.savedmodel import SessionBundle
 from serving.versions import version_folders
@@ -106,7 +107,13 @@ class VersionLease:
 class ModelManager:
     """Owns every model's versions; a background thread keeps them in line with the disk."""
 
-    def __init__(self, config: model_server_config_pb2.ModelServerConfig, settings: LoadSettings):
+    def __init__(
+        self,
+        config: model_server_config_pb2.ModelServerConfig,
+        settings: LoadSettings,
+        metrics: ServingMetrics | None = None,
+    ):
+        self.metrics = metrics or ServingMetrics()
         self.settings = settings
         self._models = {model.name: ServedModel(model) for model in config.model_config_list.config}
         self._changed = threading.Condition()
@@ -367,13 +374,23 @@ class ModelManager:
             version.number,
             version.path,
         )
-        bundle = SessionBundle(version.path)
+        model_path = str(version.path)
+        try:
+            bundle = SessionBundle(version.path)
+        except Exception:
+            self.metrics.count_load(model_path, "error")
+            raise
+        self.metrics.count_load(model_path, "success")
+        started = time.monotonic()
         try:
             if self.settings.enable_model_warmup:
                 self._warm_up(bundle)
         except Exception:
+            self.metrics.observe_warmup(model_path, "error", time.monotonic() - started)
             bundle.close()
             raise
+        if self.settings.enable_model_warmup:
+            self.metrics.observe_warmup(model_path, "OK", time.monotonic() - started)
         return bundle
 
     def _warm_up(self, bundle: SessionBundle) -> None:

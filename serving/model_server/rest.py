@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -55,28 +56,59 @@ class RestApi:
         manager: ModelManager,
         timeout_seconds: float | None = 30.0,
         scheduler: BatchScheduler | None = None,
+        metrics_path: str | None = None,
     ):
         self._manager = manager
         self._timeout_seconds = timeout_seconds
         self._scheduler = scheduler
+        # The Prometheus endpoint's path (--monitoring_config_file), or None when it is off.
+        self._metrics_path = metrics_path
+        self._metrics = manager.metrics
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = environ.get("PATH_INFO", "") or "/"
+        if self._metrics_path is not None and path == self._metrics_path:
+            return self._scrape(environ, path, start_response)
         if method == "OPTIONS":
             origin = environ.get("HTTP_ORIGIN", "")
             return _respond(start_response, 200 if ORIGIN_PATTERN.fullmatch(origin) else 400, b"")
         if not V1_PATTERN.fullmatch(path):
             start_response("404 Not Found", [("Content-Type", "text/html")])
             return [NOT_FOUND_HTML]
+        started = time.perf_counter()
         try:
             body = self._dispatch(method, path, environ)
+            self._count(method, path, "OK", started)
             return _respond(start_response, 200, body)
         except ServingError as error:
+            self._count(method, path, error.code.name, started)
             return _respond(start_response, error.http_status, _error_body(error.message))
         except Exception as error:  # a bug must not kill the server; report it as a 500
             logger.exception("REST handler failed for %s %s", method, path)
+            self._count(method, path, "UNKNOWN", started)
             return _respond(start_response, 500, _error_body(f"{type(error).__name__}: {error}"))
+
+    def _scrape(self, environ: dict, path: str, start_response: StartResponse) -> list[bytes]:
+        """The Prometheus endpoint: any method, the exact path, no query string (TF Serving)."""
+        query = environ.get("QUERY_STRING", "")
+        if query:
+            body = f"Unexpected path: {path}?{query}. Should be {self._metrics_path}".encode()
+            status = "400 Bad Request"
+        else:
+            body, status = self._metrics.exposition(), "200 OK"
+        start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _count(self, method: str, path: str, status: str, started: float) -> None:
+        """request_count of every inference request; request_latency of the successful ones."""
+        match = POST_PATTERN.fullmatch(path) if method == "POST" else None
+        if match is None:
+            return
+        name, api = match.group(1), match.group(4).lower()
+        self._metrics.count_request(name, status)
+        if status == "OK":
+            self._metrics.observe_request(name, api, "REST", time.perf_counter() - started)
 
     def _dispatch(self, method: str, path: str, environ: dict) -> bytes:
         if method == "GET" and (match := GET_PATTERN.fullmatch(path)):
@@ -151,6 +183,7 @@ class RestApi:
                 inputs = json_codec.row_inputs(specs, document)
             else:
                 inputs = json_codec.columnar_inputs(specs, document["inputs"])
+            run_started = time.perf_counter()
             outputs = run_signature(
                 lease.bundle,
                 signature_name,
@@ -158,6 +191,7 @@ class RestApi:
                 timeout_seconds=self._timeout_seconds,
                 scheduler=self._scheduler,
             )
+            self._metrics.observe_runtime(name, "predict", time.perf_counter() - run_started)
         if has_instances:
             return json_codec.encode_rows(outputs)
         return json_codec.encode_columns(outputs)

@@ -30,8 +30,10 @@ from waitress.server import create_server
 from serving.cli_args import EXIT_OK, bool_flag, parse_args, usable_cpus
 from serving.contract import GRPC_PORT
 from serving.model_server.batching import BatchingOptions, BatchScheduler
+from serving.model_server.config_protos import MonitoringConfig
 from serving.model_server.grpc_service import ModelServicer, PredictionServicer
 from serving.model_server.manager import LoadSettings, ModelManager
+from serving.model_server.metrics import ServingMetrics
 from serving.model_server.overload import summarize_waitress_queue_warnings
 from serving.model_server.rest import RestApi
 
@@ -42,13 +44,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 # Seconds that in-flight requests get to finish after SIGTERM/SIGINT.
 SHUTDOWN_GRACE_SECONDS = 10.0
+# TF Serving's Prometheus path when the monitoring config names none.
+DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 # Exit code of tensorflow_model_server when start-up fails (it returns -1).
 EXIT_START_FAILED = 255
 # tensorflow_model_server flags that the local server accepts and ignores, so that the same
 # command lines (Dockerfile, compose, Kubernetes) work; each is logged when given.
 IGNORED_FLAGS = (
     "enable_per_model_batching_parameters",
-    "monitoring_config_file",
     "tensorflow_intra_op_parallelism",
     "tensorflow_inter_op_parallelism",
     "tensorflow_session_parallelism",
@@ -86,6 +89,8 @@ class ServerOptions:
     # when no parameters file is given.
     enable_batching: bool = False
     batching_parameters_file: str = ""
+    # The Prometheus endpoint on the REST port (text MonitoringConfig), as TF Serving's.
+    monitoring_config_file: str = ""
     # "key=value,key=value" gRPC server arguments, e.g. grpc.max_connection_age_ms=60000.
     grpc_channel_arguments: str = ""
     # Local-server-only: the address both ports bind to (TF Serving binds all interfaces).
@@ -143,6 +148,24 @@ def model_server_config(options: ServerOptions) -> model_server_config_pb2.Model
     return config
 
 
+def metrics_path(options: ServerOptions) -> str | None:
+    """The Prometheus endpoint's path from --monitoring_config_file, or None when it is off."""
+    if not options.monitoring_config_file:
+        return None
+    path = Path(options.monitoring_config_file)
+    config = MonitoringConfig()
+    try:
+        text_format.Parse(path.read_text(encoding="utf-8"), config)
+    except (OSError, text_format.ParseError) as error:
+        raise StartupError(f"Invalid --monitoring_config_file {path}: {error}") from error
+    prometheus = config.prometheus_config
+    if not prometheus.enable:
+        return None
+    if not options.rest_api_port:
+        raise StartupError("--monitoring_config_file needs --rest_api_port (metrics use REST)")
+    return prometheus.path or DEFAULT_METRICS_PATH
+
+
 class ModelServer:
     """Loads the configured models, then serves gRPC and REST until ``stop``."""
 
@@ -152,6 +175,9 @@ class ModelServer:
         self.options = options
         # Parsed now so that a bad value fails before the (slow) model load.
         self._channel_arguments = parse_channel_arguments(options.grpc_channel_arguments)
+        self.metrics_path = metrics_path(options)
+        self.scheduler = self._batch_scheduler(options)
+        self.metrics = ServingMetrics(self.scheduler.queued_tasks if self.scheduler else None)
         self.manager = ModelManager(
             model_server_config(options),
             LoadSettings(
@@ -161,8 +187,8 @@ class ModelServer:
                 enable_model_warmup=options.enable_model_warmup,
                 num_request_iterations_for_warmup=options.num_request_iterations_for_warmup,
             ),
+            self.metrics,
         )
-        self.scheduler = self._batch_scheduler(options)
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
         self._grpc_server: grpc.Server | None = None
@@ -245,7 +271,12 @@ class ModelServer:
         logger.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, self.grpc_port)
 
     def _start_rest(self, options: ServerOptions) -> None:
-        app = RestApi(self.manager, options.rest_api_timeout_in_ms / 1000, scheduler=self.scheduler)
+        app = RestApi(
+            self.manager,
+            options.rest_api_timeout_in_ms / 1000,
+            scheduler=self.scheduler,
+            metrics_path=self.metrics_path,
+        )
         threads = options.rest_api_num_threads or 4 * usable_cpus()
         summarize_waitress_queue_warnings(threads)
         try:
@@ -330,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--rest_api_timeout_in_ms", type=int, default=defaults.rest_api_timeout_in_ms)
     add("--grpc_channel_arguments", default="", help="comma-separated key=value gRPC arguments")
     add("--batching_parameters_file", default="", help="text BatchingParameters")
+    add("--monitoring_config_file", default="", help="text MonitoringConfig (Prometheus)")
     add(
         "--bind_address",
         default=defaults.bind_address,

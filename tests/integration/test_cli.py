@@ -218,7 +218,7 @@ def test_unknown_flag_is_a_usage_error_and_known_flags_are_accepted(caplog):
         [
             "--rest_api_port=1",
             "--enable_batching",
-            "--monitoring_config_file=/config/monitoring.config",
+            "--xla_cpu_compilation_enabled=true",
             "--grpc_channel_arguments=grpc.max_connection_age_ms=30000",
             "--enable_model_warmup=false",
             "--model_base_path=/m",
@@ -226,7 +226,7 @@ def test_unknown_flag_is_a_usage_error_and_known_flags_are_accepted(caplog):
     )
     assert options.rest_api_port == 1 and options.enable_model_warmup is False
     assert options.enable_batching is True
-    assert "--monitoring_config_file is not implemented by the local server; ignored" in (
+    assert "--xla_cpu_compilation_enabled is not implemented by the local server; ignored" in (
         caplog.text
     )
     assert options.grpc_channel_arguments == "grpc.max_connection_age_ms=30000"
