@@ -488,12 +488,14 @@ def test_garbage_on_the_sockets_does_not_take_the_server_down(local_server, mode
     ]
     for port in (local_server.rest_port, local_server.grpc_port):
         for payload in payloads:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-                # The server may drop the connection at any point: only its survival counts.
-                with contextlib.suppress(OSError):
-                    connection.sendall(payload)
-                    connection.shutdown(socket.SHUT_WR)
-                    connection.recv(1024)
+            # The server may drop the connection at any point: only its survival counts.
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=5) as connection,
+                contextlib.suppress(OSError),
+            ):
+                connection.sendall(payload)
+                connection.shutdown(socket.SHUT_WR)
+                connection.recv(1024)
     assert post(f"{model_url}:predict", {"instances": [POSITIVE]}).status_code == 200
     with GrpcClient(f"127.0.0.1:{local_server.grpc_port}") as client:
         assert client.predict([POSITIVE])[0].label == "positive"
