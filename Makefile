@@ -45,7 +45,7 @@ PYTEST_ARGS ?=
 # Quiet TensorFlow's C++ start-up chatter in every command below.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help env tools demo test test-slow explore train tune bench-train bench-graph serve smoke metrics loadtest capacity bench-serve docker-build deploy rollback \
+.PHONY: help env tools system-tools demo test test-slow explore train tune bench-train bench-graph serve smoke metrics loadtest capacity bench-serve docker-build deploy rollback \
 	deploy-smoke lint format lock clean distclean
 
 help: ## List the verbs
@@ -74,10 +74,18 @@ demo: $(STAMP) ## Train, export, serve, smoke-test over REST + gRPC, predict, st
 	PY=$(PY) DATA="$(DATA)" REST_PORT=$(REST_PORT) GRPC_PORT=$(GRPC_PORT) \
 		TRAIN_ARGS="$(TRAIN_ARGS)" scripts/demo.sh
 
-test: $(STAMP) $(TOOLS_STAMP) ## Run the tests: unit, integration, offline deploy validation
+system-tools: ## Install Debian's prometheus (prometheus, promtool) for the monitoring tests, as root
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian's prometheus (promtool and a Prometheus server for the tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends prometheus >/dev/null; \
+	else echo "prometheus/promtool missing and not root: the monitoring tests will skip"; fi
+
+test: $(STAMP) $(TOOLS_STAMP) system-tools ## Run the tests: unit, integration, offline deploy validation
 	TOOLS_BIN=$(CURDIR)/$(TOOLS)/bin $(PY) -m pytest $(PYTEST_ARGS)
 
-test-slow: $(STAMP) $(TOOLS_STAMP) ## Also run the slow tests (full IMDB data: DATA=path/to/train.csv.gz)
+test-slow: $(STAMP) $(TOOLS_STAMP) system-tools ## Also run the slow tests (full IMDB data: DATA=path/to/train.csv.gz)
 	IMDB_DATA="$(DATA)" TOOLS_BIN=$(CURDIR)/$(TOOLS)/bin $(PY) -m pytest -m "slow or not slow" \
 		$(PYTEST_ARGS)
 

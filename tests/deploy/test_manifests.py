@@ -25,7 +25,7 @@ OVERLAYS = ("base", "overlays/gke", "overlays/eks")
 # Kubernetes minors validated against: supported by both GKE and EKS at the time of writing.
 KUBERNETES_VERSIONS = ("1.33.0", "1.35.0")
 # Custom resources: no bundled schema, so their fields are checked by the semantic tests below.
-CUSTOM_KINDS = {"BackendConfig", "PodMonitoring", "PodMonitor"}
+CUSTOM_KINDS = {"BackendConfig", "PodMonitoring", "PodMonitor", "PrometheusRule", "Rules"}
 STATUS_PATH = f"/v1/models/{contract.MODEL_NAME}"
 DOCKERFILES = ("docker/Dockerfile", "docker/smoke.Dockerfile")
 
@@ -188,7 +188,11 @@ def test_image_cmd_and_kubernetes_args_are_the_same_flags(rendered):
 def test_config_files_named_by_the_flags_exist_where_they_are_mounted(rendered):
     flags = dict(arg.removeprefix("--").split("=", 1) for arg in dockerfile_cmd())
     docs = rendered["base"][1]
-    config_map = find(docs, "ConfigMap")
+    (config_map,) = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("tfserving-ops")
+    ]
     mount = next(m for m in container_of(docs)["volumeMounts"] if m["name"] == "ops-config")
     for flag in ("monitoring_config_file", "batching_parameters_file"):
         folder, name = flags[flag].rsplit("/", 1)
