@@ -307,7 +307,9 @@ class ModelServer:
             return
         self._stopped.set()
         if self._rest_server is not None:
-            self._rest_server.close()
+            # Closed from inside waitress' own loop thread: closing its sockets from here
+            # while the loop sits in select() made that thread die with EBADF.
+            self._rest_server.trigger.pull_trigger(self._rest_server.close)
         if self._grpc_server is not None:
             self._grpc_server.stop(grace_seconds).wait()
         if self._rest_thread is not None:
