@@ -51,6 +51,8 @@ class LoadSettings:
     load_retry_interval_seconds: float = 60.0
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 1
+    # A config reload may point a *new* label at a version that is not AVAILABLE.
+    allow_version_labels_for_unavailable_models: bool = False
 
 
 @dataclass
@@ -169,6 +171,56 @@ class ModelManager:
             any(v.state in (State.AVAILABLE, State.END) for v in model.versions.values())
             for model in self._models.values()
         )
+
+    def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Applies a new model config while serving, as TF Serving's config reload does.
+
+        Version policies, base paths and labels of the configured models change in place (the
+        next scan loads or unloads versions to match), and new models are added. A label may
+        only point at an AVAILABLE version, except a new label when
+        ``allow_version_labels_for_unavailable_models`` is set.
+
+        Raises:
+            ServingError: FAILED_PRECONDITION (a label points at a version that is not
+                available) or UNIMPLEMENTED (a model was removed); the config stays as it was.
+        """
+        new = {model.name: model for model in config.model_config_list.config}
+        with self._changed:
+            removed = sorted(set(self._models) - set(new))
+            if removed:
+                raise ServingError(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    f"the local server cannot remove models on reload ({', '.join(removed)}); "
+                    "restart it with the new config",
+                )
+            for name, model_config in new.items():
+                self._check_labels(self._models.get(name), model_config)
+            for name, model_config in new.items():
+                if name in self._models:
+                    self._models[name].config = model_config
+                else:
+                    self._models[name] = ServedModel(model_config)
+            self._last_scan = float("-inf")  # rescan at once with the new policies
+            self._changed.notify_all()
+        logger.info("Reloaded the model config: %d model(s)", len(new))
+
+    def _check_labels(
+        self, model: ServedModel | None, config: model_server_config_pb2.ModelConfig
+    ) -> None:
+        old = dict(model.config.version_labels) if model is not None else {}
+        for label, number in config.version_labels.items():
+            if old.get(label) == number:
+                continue
+            version = model.versions.get(number) if model is not None else None
+            if version is not None and version.state == State.AVAILABLE:
+                continue
+            if label not in old and self.settings.allow_version_labels_for_unavailable_models:
+                continue
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Request to assign label to version {number} of model {config.name}, which is "
+                "not currently available for inference",
+            )
 
     # ----------------------------------------------------------------------------------------
     # Requests

@@ -31,6 +31,7 @@ from serving.cli_args import EXIT_OK, bool_flag, parse_args, usable_cpus
 from serving.contract import GRPC_PORT
 from serving.model_server.batching import BatchingOptions, BatchScheduler
 from serving.model_server.config_protos import MonitoringConfig
+from serving.model_server.errors import ServingError
 from serving.model_server.grpc_service import ModelServicer, PredictionServicer
 from serving.model_server.manager import LoadSettings, ModelManager
 from serving.model_server.metrics import ServingMetrics
@@ -56,8 +57,6 @@ IGNORED_FLAGS = (
     "tensorflow_inter_op_parallelism",
     "tensorflow_session_parallelism",
     "enable_signature_method_name_check",
-    "model_config_file_poll_wait_seconds",
-    "allow_version_labels_for_unavailable_models",
     "enable_profiler",
     "rest_api_enable_cors_support",
     "xla_cpu_compilation_enabled",
@@ -91,6 +90,10 @@ class ServerOptions:
     batching_parameters_file: str = ""
     # The Prometheus endpoint on the REST port (text MonitoringConfig), as TF Serving's.
     monitoring_config_file: str = ""
+    # Re-read --model_config_file this often while serving (0: never), and whether a new label
+    # may point at a version that is not AVAILABLE yet.
+    model_config_file_poll_wait_seconds: float = 0.0
+    allow_version_labels_for_unavailable_models: bool = False
     # "key=value,key=value" gRPC server arguments, e.g. grpc.max_connection_age_ms=60000.
     grpc_channel_arguments: str = ""
     # Local-server-only: the address both ports bind to (TF Serving binds all interfaces).
@@ -186,9 +189,13 @@ class ModelServer:
                 load_retry_interval_seconds=options.load_retry_interval_micros / 1e6,
                 enable_model_warmup=options.enable_model_warmup,
                 num_request_iterations_for_warmup=options.num_request_iterations_for_warmup,
+                allow_version_labels_for_unavailable_models=(
+                    options.allow_version_labels_for_unavailable_models
+                ),
             ),
             self.metrics,
         )
+        self._config_watcher: threading.Thread | None = None
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
         self._grpc_server: grpc.Server | None = None
@@ -232,10 +239,34 @@ class ModelServer:
                 + ", ".join(f"{{{failure}}}" for failure in failures)
             )
         options = self.options
+        if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
+            self._config_watcher = threading.Thread(
+                target=self._watch_config, name="config-poll", daemon=True
+            )
+            self._config_watcher.start()
         if options.port:
             self._start_grpc(options)
         if options.rest_api_port:
             self._start_rest(options)
+
+    def _watch_config(self) -> None:
+        """Re-reads --model_config_file every poll interval and applies it when it changed; a
+        config that cannot be applied is logged once and the running one stays."""
+        path = Path(self.options.model_config_file)
+        last_text = path.read_text(encoding="utf-8")
+        while not self._stopped.wait(self.options.model_config_file_poll_wait_seconds):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as error:
+                logger.error("Cannot read --model_config_file %s: %s", path, error)
+                continue
+            if text == last_text:
+                continue
+            last_text = text
+            try:
+                self.manager.reload_config(model_server_config(self.options))
+            except (StartupError, ServingError) as error:
+                logger.error("The new model config is not applied: %s", error)
 
     def _start_grpc(self, options: ServerOptions) -> None:
         server = grpc.server(
@@ -356,7 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--max_num_load_retries", type=int, default=defaults.max_num_load_retries)
     add("--load_retry_interval_micros", type=int, default=defaults.load_retry_interval_micros)
-    for name in ("enable_model_warmup", "enable_grpc_healthcheck_service", "enable_batching"):
+    for name in (
+        "enable_model_warmup",
+        "enable_grpc_healthcheck_service",
+        "enable_batching",
+        "allow_version_labels_for_unavailable_models",
+    ):
         add(f"--{name}", type=bool_flag, nargs="?", const=True, default=getattr(defaults, name))
     add("--num_request_iterations_for_warmup", type=int, default=0)
     add("--rest_api_num_threads", type=int, default=0, help="REST worker threads (0: 4 x CPUs)")
@@ -364,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--grpc_channel_arguments", default="", help="comma-separated key=value gRPC arguments")
     add("--batching_parameters_file", default="", help="text BatchingParameters")
     add("--monitoring_config_file", default="", help="text MonitoringConfig (Prometheus)")
+    add(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=0.0,
+        help="re-read --model_config_file this often while serving (0: never)",
+    )
     add(
         "--bind_address",
         default=defaults.bind_address,

@@ -164,3 +164,79 @@ def test_bad_model_config_files_are_refused(tmp_path, config, message):
     path.write_text(config)
     with pytest.raises(StartupError, match=message):
         make_server(model_config_file=str(path))
+
+
+def write_config(path: Path, base: Path, versions: tuple[int, ...], labels: dict[str, int]) -> None:
+    specific = " ".join(f"versions: {number}" for number in versions)
+    label_lines = " ".join(
+        f'version_labels {{ key: "{label}" value: {number} }}' for label, number in labels.items()
+    )
+    path.write_text(
+        f'model_config_list {{ config {{ name: "imdb" base_path: "{base}" '
+        f'model_platform: "tensorflow" model_version_policy {{ specific {{ {specific} }} }} '
+        f"{label_lines} }} }}"
+    )
+
+
+def label_version(server: ModelServer, label: str) -> int | str:
+    """The version a label sends a Predict to, or the error code."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "imdb"
+    request.model_spec.version_label = label
+    request.inputs["review"].dtype = 7  # DT_STRING
+    request.inputs["review"].tensor_shape.dim.add(size=1)
+    request.inputs["review"].string_val.append(POSITIVE.encode())
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        try:
+            return stub.Predict(request, timeout=30).model_spec.version.value
+        except grpc.RpcError as error:
+            return error.code().name
+
+
+@pytest.mark.parametrize("allow_unavailable", [False, True])
+def test_a_polled_config_moves_labels_and_policies_without_a_restart(
+    tmp_path, exported_version, allow_unavailable, caplog
+):
+    base = tmp_path / "imdb"
+    base.mkdir()
+    for number in (1, 2, 3):
+        add_version(exported_version, base, number)
+    config = tmp_path / "models.config"
+    write_config(config, base, (1, 2), {"stable": 1})
+    server = make_server(
+        model_name="",
+        model_config_file=str(config),
+        model_config_file_poll_wait_seconds=0.2,
+        allow_version_labels_for_unavailable_models=allow_unavailable,
+    )
+    server.start(load_timeout=60)
+    try:
+        rest = RestClient(f"http://127.0.0.1:{server.rest_port}")
+        wait_for(lambda: states(rest) == {2: "AVAILABLE", 1: "AVAILABLE"})
+        assert label_version(server, "stable") == 1
+        # Promote: stable moves to 2, canary names 1; no restart.
+        write_config(config, base, (1, 2), {"stable": 2, "canary": 1})
+        wait_for(lambda: label_version(server, "stable") == 2, what="stable moved to 2")
+        assert label_version(server, "canary") == 1
+        # A label may not move to a version that is not AVAILABLE (3 is not in the policy):
+        # the config is refused and the labels stay.
+        write_config(config, base, (1, 2), {"stable": 3, "canary": 1})
+        wait_for(lambda: "not currently available" in caplog.text, what="the refusal logged")
+        assert label_version(server, "stable") == 2
+        # A *new* label on an unavailable version: allowed only with the flag.
+        write_config(config, base, (1, 2), {"stable": 2, "canary": 1, "next": 3})
+        if allow_unavailable:
+            wait_for(lambda: label_version(server, "next") == "NOT_FOUND", what="next known")
+        else:
+            wait_for(lambda: caplog.text.count("not currently available") >= 2, what="refused")
+            assert label_version(server, "next") == "INVALID_ARGUMENT"  # unknown label
+        # The policy changes too: version 3 joins and becomes AVAILABLE.
+        write_config(config, base, (1, 2, 3), {"stable": 2, "canary": 1})
+        wait_for(lambda: states(rest).get(3) == "AVAILABLE", what="version 3 loaded")
+        assert served_version(server) == 3
+    finally:
+        server.stop(grace_seconds=1)
