@@ -118,9 +118,10 @@ serve: $(STAMP) ## Serve models/imdb: docker compose if a Docker engine answers,
 			--enable_batching --batching_parameters_file=k8s/base/config/batching.config; \
 	fi
 
-smoke: $(STAMP) ## Smoke-test a running server (REST_URL, GRPC_TARGET override the local ports)
+smoke: $(STAMP) ## Smoke-test a running server (REST_URL, GRPC_TARGET; LABEL=canary checks a label)
 	$(PY) scripts/smoke_test.py --rest-url $(or $(REST_URL),http://127.0.0.1:$(REST_PORT)) \
-		--grpc-target $(or $(GRPC_TARGET),127.0.0.1:$(GRPC_PORT)) --model-name $(MODEL_NAME)
+		--grpc-target $(or $(GRPC_TARGET),127.0.0.1:$(GRPC_PORT)) --model-name $(MODEL_NAME) \
+		$(if $(LABEL),--label $(LABEL))
 
 metrics: $(STAMP) ## Print the TF Serving metrics of REST_URL (default: the local port)
 	@$(PY) -c 'import requests, sys; response = requests.get(sys.argv[1], timeout=10); \

@@ -101,7 +101,7 @@ class SentimentClient(Protocol):
 
     def status(self, version: int | None = None) -> list[VersionStatus]: ...
 
-    def metadata(self, version: int | None = None) -> ModelMetadata: ...
+    def metadata(self, version: int | None = None, label: str | None = None) -> ModelMetadata: ...
 
     def predict(
         self, texts: Sequence[str], version: int | None = None, label: str | None = None
@@ -215,8 +215,8 @@ class RestClient:
             for entry in document.get("model_version_status", [])
         ]
 
-    def metadata(self, version: int | None = None) -> ModelMetadata:
-        document = self._call("GET", self._model_url(version) + "/metadata")
+    def metadata(self, version: int | None = None, label: str | None = None) -> ModelMetadata:
+        document = self._call("GET", self._model_url(version, label) + "/metadata")
         try:
             signature = document["metadata"]["signature_def"]["signature_def"][SIGNATURE_NAME]
             return ModelMetadata(
@@ -340,9 +340,9 @@ class GrpcClient:
             for entry in response.model_version_status
         ]
 
-    def metadata(self, version: int | None = None) -> ModelMetadata:
+    def metadata(self, version: int | None = None, label: str | None = None) -> ModelMetadata:
         request = self._metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-        self._spec(request, version)
+        self._spec(request, version, label)
         response = self._call(self._prediction.GetModelMetadata, request)
         signature_map = self._metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signature_map)

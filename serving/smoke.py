@@ -44,20 +44,25 @@ class SmokeTestError(Exception):
     """A check failed; the message is the one-line reason."""
 
 
-def check_endpoint(client: SentimentClient, deadline: float) -> tuple[int, list[Prediction]]:
-    """Runs every check on one transport; returns the served version and the two predictions."""
+def check_endpoint(
+    client: SentimentClient, deadline: float, label: str | None = None
+) -> tuple[int, list[Prediction]]:
+    """Runs every check on one transport (on the version ``label`` names, if given); returns
+    the served version and the two predictions."""
     remaining = max(0.0, deadline - time.monotonic())
     versions = wait_until_available(client, remaining)
     available = max(v.version for v in versions if v.state == "AVAILABLE")
     print(f"[{client.transport}] model AVAILABLE, version {available}")
-    metadata = client.metadata()
+    metadata = client.metadata(label=label)
+    if label is not None:
+        print(f"[{client.transport}] label {label!r} names version {metadata.version}")
     problems = signature_problems(metadata.inputs, metadata.outputs)
     if problems:
         raise SmokeTestError(
             f"[{client.transport}] signature breaks the contract: " + "; ".join(problems)
         )
     print(f"[{client.transport}] signature matches the contract (version {metadata.version})")
-    positive, negative = client.predict([CLEARLY_POSITIVE, CLEARLY_NEGATIVE])
+    positive, negative = client.predict([CLEARLY_POSITIVE, CLEARLY_NEGATIVE], label=label)
     print(
         f"[{client.transport}] positive review -> {positive.label} ({positive.probability:.4f}), "
         f"negative review -> {negative.label} ({negative.probability:.4f})"
@@ -81,6 +86,7 @@ def run(
     model_name: str,
     deadline_seconds: float,
     timeout: float,
+    label: str | None = None,
 ) -> None:
     """All checks; raises SmokeTestError or RequestError with the reason."""
     deadline = time.monotonic() + deadline_seconds
@@ -90,7 +96,7 @@ def run(
             continue
         client = make_client(rest, target, model_name, timeout)
         try:
-            results[client.transport] = check_endpoint(client, deadline)
+            results[client.transport] = check_endpoint(client, deadline, label)
         finally:
             client.close()
     if len(results) == 2:
@@ -122,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="seconds per request"
     )
+    parser.add_argument("--label", help="check the version a label names, e.g. canary")
     return parser
 
 
@@ -133,7 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         print("smoke test: give --rest-url and/or --grpc-target", file=sys.stderr)
         return EXIT_USAGE
     try:
-        run(args.rest_url, args.grpc_target, args.model_name, args.deadline, args.timeout)
+        run(
+            args.rest_url,
+            args.grpc_target,
+            args.model_name,
+            args.deadline,
+            args.timeout,
+            args.label,
+        )
     except (SmokeTestError, RequestError, ValueError) as error:
         print(f"smoke test FAILED: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -103,7 +103,7 @@ def test_ports_stay_closed_while_no_version_exists(tmp_path):
     server.stop()
 
 
-def test_model_config_file_with_policy_and_labels(tmp_path, exported_version):
+def test_model_config_file_with_policy_and_labels(tmp_path, exported_version, capsys):
     base = tmp_path / "imdb"
     base.mkdir()
     for number in (1, 2, 3):
@@ -138,6 +138,19 @@ def test_model_config_file_with_policy_and_labels(tmp_path, exported_version):
         with pytest.raises(RequestError) as error:
             rest.predict([POSITIVE], version=3)
         assert error.value.code == "NOT_FOUND"
+        # The smoke test checks the version a label names, over both transports.
+        from serving.smoke import main as smoke
+
+        endpoints = [
+            f"--rest-url=http://127.0.0.1:{server.rest_port}",
+            f"--grpc-target=127.0.0.1:{server.grpc_port}",
+        ]
+        assert smoke([*endpoints, "--label=canary", "--deadline=30"]) == 0
+        printed = capsys.readouterr()
+        assert "[REST] label 'canary' names version 2" in printed.out
+        assert "[gRPC] label 'canary' names version 2" in printed.out
+        assert smoke([*endpoints, "--label=beta", "--deadline=30"]) == 1
+        assert "Unrecognized servable version label: beta" in capsys.readouterr().err
     finally:
         server.stop(grace_seconds=1)
 
