@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import TINY_TRAINING, free_port
+from tests.helpers import PROJECT_ROOT, TINY_TRAINING, free_port
 from training.config import MODEL_FAMILIES
 
 # Quiet TensorFlow's C++ logging in the test process and in the servers it starts.
@@ -76,3 +77,44 @@ def rest_url(local_server) -> str:
 @pytest.fixture
 def grpc_target(local_server) -> str:
     return f"127.0.0.1:{local_server.grpc_port}"
+
+
+@pytest.fixture
+def server_on_copy(tmp_path, exported_version) -> Iterator[Callable]:
+    """Starts the local server in this process on a copy of the exported version (as version 1
+    under ``tmp_path/imdb``), with extra ``ServerOptions``; returns (server, base path). Every
+    server it started is stopped after the test."""
+    from serving.model_server.server import ModelServer, ServerOptions
+
+    started = []
+
+    def start(**options):
+        base = tmp_path / "imdb"
+        shutil.copytree(exported_version, base / "1")
+        server = ModelServer(
+            ServerOptions(
+                port=free_port(),
+                rest_api_port=free_port(),
+                model_name="imdb",
+                model_base_path=str(base),
+                bind_address="127.0.0.1",
+                **options,
+            )
+        )
+        server.start(load_timeout=120)
+        started.append(server)
+        return server, base
+
+    yield start
+    for server in started:
+        server.stop(grace_seconds=2)
+
+
+@pytest.fixture
+def monitored_server(server_on_copy):
+    """The local server as the image runs it: Prometheus metrics and batching on."""
+    server, _ = server_on_copy(
+        monitoring_config_file=str(PROJECT_ROOT / "k8s/base/config/monitoring.config"),
+        enable_batching=True,
+    )
+    return server

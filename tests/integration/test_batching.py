@@ -12,7 +12,7 @@ import requests
 
 from serving.client import GrpcClient, RestClient
 from serving.savedmodel import SessionBundle
-from tests.helpers import free_port, wait_for
+from tests.helpers import wait_for
 
 REVIEWS = [
     "A wonderful, brilliant film. I loved every minute of it.",
@@ -29,28 +29,14 @@ num_batch_threads { value: 2 }
 
 
 @pytest.fixture
-def batching_server(tmp_path, exported_version):
-    from serving.model_server.server import ModelServer, ServerOptions
-
-    base = tmp_path / "imdb"
-    shutil.copytree(exported_version, base / "1")
+def batching_server(server_on_copy, tmp_path):
     parameters = tmp_path / "batching.config"
     parameters.write_text(BATCHING)
-    server = ModelServer(
-        ServerOptions(
-            port=free_port(),
-            rest_api_port=free_port(),
-            model_name="imdb",
-            model_base_path=str(base),
-            bind_address="127.0.0.1",
-            file_system_poll_wait_seconds=0.2,
-            enable_batching=True,
-            batching_parameters_file=str(parameters),
-        )
+    return server_on_copy(
+        file_system_poll_wait_seconds=0.2,
+        enable_batching=True,
+        batching_parameters_file=str(parameters),
     )
-    server.start(load_timeout=120)
-    yield server, base
-    server.stop(grace_seconds=2)
 
 
 def test_concurrent_single_reviews_are_merged_and_answered_alike(batching_server, exported_version):

@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from serving.client import GrpcClient, RequestError
-from tests.helpers import PROJECT_ROOT, free_port
+from tests.helpers import free_port
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
-
-
-@pytest.fixture
-def monitored_server(tmp_path, exported_version):
-    from serving.model_server.server import ModelServer, ServerOptions
-
-    base = tmp_path / "imdb"
-    shutil.copytree(exported_version, base / "1")
-    server = ModelServer(
-        ServerOptions(
-            port=free_port(),
-            rest_api_port=free_port(),
-            model_name="imdb",
-            model_base_path=str(base),
-            bind_address="127.0.0.1",
-            monitoring_config_file=str(PROJECT_ROOT / "k8s/base/config/monitoring.config"),
-            enable_batching=True,
-        )
-    )
-    server.start(load_timeout=120)
-    yield server
-    server.stop(grace_seconds=2)
 
 
 def samples(rest: str) -> dict[tuple, float]:

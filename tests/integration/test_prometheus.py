@@ -29,28 +29,6 @@ scrape_configs:
 
 
 @pytest.fixture
-def monitored_server(tmp_path, exported_version):
-    from serving.model_server.server import ModelServer, ServerOptions
-
-    base = tmp_path / "imdb"
-    shutil.copytree(exported_version, base / "1")
-    server = ModelServer(
-        ServerOptions(
-            port=free_port(),
-            rest_api_port=free_port(),
-            model_name="imdb",
-            model_base_path=str(base),
-            bind_address="127.0.0.1",
-            monitoring_config_file=str(PROJECT_ROOT / "k8s/base/config/monitoring.config"),
-            enable_batching=True,
-        )
-    )
-    server.start(load_timeout=120)
-    yield server
-    server.stop(grace_seconds=2)
-
-
-@pytest.fixture
 def prometheus(tmp_path, monitored_server):
     binary = shutil.which("prometheus")
     if binary is None:
