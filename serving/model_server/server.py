@@ -339,8 +339,12 @@ class ModelServer:
         self._stopped.set()
         if self._rest_server is not None:
             # Closed from inside waitress' own loop thread: closing its sockets from here
-            # while the loop sits in select() made that thread die with EBADF.
-            self._rest_server.trigger.pull_trigger(self._rest_server.close)
+            # while the loop sits in select() made that thread die with EBADF. If the loop has
+            # already closed its trigger, close directly.
+            try:
+                self._rest_server.trigger.pull_trigger(self._rest_server.close)
+            except OSError:
+                self._rest_server.close()
         if self._grpc_server is not None:
             self._grpc_server.stop(grace_seconds).wait()
         if self._rest_thread is not None:
