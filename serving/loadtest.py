@@ -195,6 +195,7 @@ class GrpcTransport(Transport):
 
     def __init__(self, target: str, model_name: str):
         import grpc
+        from tensorflow.core.framework import types_pb2
         from tensorflow_serving.apis import (
             get_model_status_pb2,
             model_service_pb2_grpc,
@@ -203,6 +204,7 @@ class GrpcTransport(Transport):
         )
 
         self._grpc, self._predict_pb2, self._status_pb2 = grpc, predict_pb2, get_model_status_pb2
+        self._dt_string = types_pb2.DT_STRING
         self._target, self._model_name = target, model_name
         self._channel = grpc.aio.insecure_channel(
             target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
@@ -215,7 +217,7 @@ class GrpcTransport(Transport):
         request.model_spec.name = self._model_name
         request.model_spec.signature_name = SIGNATURE_NAME
         tensor = request.inputs[INPUT_KEY]
-        tensor.dtype = 7  # DT_STRING
+        tensor.dtype = self._dt_string
         tensor.tensor_shape.dim.add(size=len(reviews))
         tensor.string_val.extend(review.encode("utf-8") for review in reviews)
         return request

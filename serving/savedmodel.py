@@ -76,6 +76,9 @@ class SessionBundle:
             self._session.close()
             raise
         self.signature_defs = dict(self.meta_graph.signature_def)
+        # Read once per signature: every request asks for them, several times. Filled on
+        # first use, since some signatures (e.g. the init op's) hold no valid dtypes.
+        self._tensor_infos: dict[tuple[str, str], dict[str, TensorInfo]] = {}
 
     def op_types(self) -> set[str]:
         """Every op type in the graph and its function library."""
@@ -93,12 +96,20 @@ class SessionBundle:
         return signature_map
 
     def inputs(self, signature_name: str) -> dict[str, TensorInfo]:
-        """The signature's input keys and their tensors."""
-        return {k: _tensor_info(v) for k, v in self.signature_defs[signature_name].inputs.items()}
+        """The signature's input keys and their tensors (a shared dict: do not modify)."""
+        return self._signature_tensors(signature_name, "inputs")
 
     def outputs(self, signature_name: str) -> dict[str, TensorInfo]:
-        """The signature's output keys and their tensors."""
-        return {k: _tensor_info(v) for k, v in self.signature_defs[signature_name].outputs.items()}
+        """The signature's output keys and their tensors (a shared dict: do not modify)."""
+        return self._signature_tensors(signature_name, "outputs")
+
+    def _signature_tensors(self, signature_name: str, side: str) -> dict[str, TensorInfo]:
+        key = (signature_name, side)
+        infos = self._tensor_infos.get(key)
+        if infos is None:
+            protos = getattr(self.signature_defs[signature_name], side)
+            infos = self._tensor_infos[key] = {k: _tensor_info(v) for k, v in protos.items()}
+        return infos
 
     def check_inputs(
         self, signature_name: str, inputs: dict[str, np.ndarray]
