@@ -1,10 +1,12 @@
-"""Command line: ``python -m serving <predict|status|metadata|smoke|loadtest|capacity|versions>``.
+"""Command line: ``python -m serving <command>`` (predict, status, metadata, smoke, loadtest,
+capacity, versions, rollout).
 
 python -m serving predict --rest-url http://localhost:8501 "A great film" "Dreadful"
 python -m serving predict --grpc-target localhost:8500 "A great film"
 python -m serving status --rest-url http://localhost:8501
 python -m serving smoke --rest-url http://localhost:8501 --grpc-target localhost:8500
 python -m serving versions models/imdb --latest
+python -m serving rollout canary --config models.config --rest-url http://localhost:8501
 python -m serving loadtest --rest-url http://localhost:8501 --grpc-target localhost:8500
 python -m serving capacity --results reports/loadtest/results.json --target-rps 2000
 
@@ -54,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
             )
     commands.add_parser(
         "smoke", help="smoke-test an endpoint (see serving/smoke.py)", add_help=False
+    )
+    commands.add_parser(
+        "rollout",
+        help="publish, canary, promote, roll back a version (see serving/rollout.py)",
+        add_help=False,
     )
     _add_loadtest_parser(commands)
     versions = commands.add_parser(
@@ -267,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         from serving.smoke import main as smoke_main
 
         return smoke_main(argv[1:])
+    if argv[:1] == ["rollout"]:
+        from serving.rollout import main as rollout_main
+
+        return rollout_main(argv[1:])
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args

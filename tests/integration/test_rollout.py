@@ -1,0 +1,213 @@
+"""Publish -> canary -> promote -> rollback end to end: two local servers ("pods") read a folder
+model repository and poll the models.config that ``python -m serving rollout`` edits, under a
+light background load that must see zero failed requests."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from serving.client import GrpcClient, RequestError, RestClient
+from serving.model_server.server import ModelServer, ServerOptions
+from serving.rollout import main as rollout
+from serving.rollout import read_config
+from tests.helpers import PROJECT_ROOT, free_port
+
+REVIEW = "A wonderful, brilliant film. I loved every minute of it."
+# One export, tiny and fast to load: the flow is the same for both model families.
+pytestmark = pytest.mark.parametrize("trained_model", ["mlp"], indirect=True)
+
+
+class BackgroundLoad:
+    """Clients calling ``/labels/stable`` (REST and gRPC) and the unlabelled route, in a loop."""
+
+    def __init__(self, servers: list[ModelServer]):
+        self.servers = servers
+        self.stop = threading.Event()
+        self.requests = 0
+        self.failures: list[str] = []
+        self.threads = [
+            threading.Thread(target=self._run, args=(server, transport), daemon=True)
+            for server in servers
+            for transport in ("rest", "grpc")
+        ]
+
+    def _run(self, server: ModelServer, transport: str) -> None:
+        client = (
+            RestClient(f"http://127.0.0.1:{server.rest_port}")
+            if transport == "rest"
+            else GrpcClient(f"127.0.0.1:{server.grpc_port}")
+        )
+        with client:
+            while not self.stop.is_set():
+                for label in ("stable", None):
+                    try:
+                        client.predict([REVIEW], label=label)
+                        self.requests += 1
+                    except RequestError as error:
+                        self.failures.append(f"{transport} label={label}: {error}")
+                self.stop.wait(0.02)
+
+    def __enter__(self) -> BackgroundLoad:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+def labels_served(server: ModelServer) -> dict[str, int | str]:
+    served: dict[str, int | str] = {}
+    with RestClient(f"http://127.0.0.1:{server.rest_port}") as client:
+        for label in ("stable", "canary", "previous"):
+            try:
+                served[label] = client.metadata(label=label).version
+            except RequestError as error:
+                served[label] = error.code
+    return served
+
+
+def config_labels(path: Path) -> dict[str, int]:
+    return dict(read_config(path).model_config_list.config[0].version_labels)
+
+
+@pytest.fixture
+def fleet(tmp_path, exported_version):
+    """A folder repository with version 1 published, a models.config (stable = 1) and two
+    servers polling it; yields (repository, config path, servers, rollout CLI arguments)."""
+    repository = tmp_path / "repository"
+    config = tmp_path / "models.config"
+    assert (
+        rollout(
+            [
+                "publish",
+                "--repository",
+                str(repository),
+                "--version-dir",
+                str(exported_version),
+                "--version",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert rollout(["init", "--config", str(config), "--repository", str(repository)]) == 0
+    servers = []
+    for _ in range(2):
+        server = ModelServer(
+            ServerOptions(
+                port=free_port(),
+                rest_api_port=free_port(),
+                bind_address="127.0.0.1",
+                model_config_file=str(config),
+                model_config_file_poll_wait_seconds=0.2,
+                file_system_poll_wait_seconds=0.2,
+                max_num_load_retries=0,
+                monitoring_config_file=str(PROJECT_ROOT / "k8s/base/config/monitoring.config"),
+            )
+        )
+        server.start(load_timeout=120)
+        servers.append(server)
+    targets = ["--config", str(config), "--timeout", "60"]
+    for server in servers:
+        targets += ["--rest-url", f"http://127.0.0.1:{server.rest_port}"]
+    yield repository, config, servers, targets
+    for server in servers:
+        server.stop(grace_seconds=2)
+
+
+def test_publish_canary_promote_rollback_under_load(fleet, exported_version, capsys):
+    repository, config, servers, targets = fleet
+    with BackgroundLoad(servers) as load:
+        assert rollout(["publish", "--repository", str(repository),
+                        "--version-dir", str(exported_version), "--version", "2"]) == 0  # fmt: skip
+        assert rollout(["canary", *targets]) == 0
+        output = capsys.readouterr().out
+        assert "Verdict: PASS" in output and "label agreement 100.0%" in output
+        assert "non-OK requests in the servers' metrics during the comparison: 0" in output
+        assert config_labels(config) == {"stable": 1, "canary": 2}
+        for server in servers:
+            assert labels_served(server) == {
+                "stable": 1,
+                "canary": 2,
+                "previous": "INVALID_ARGUMENT",
+            }
+
+        assert rollout(["promote", *targets]) == 0
+        assert config_labels(config) == {"stable": 2, "previous": 1}
+        for server in servers:
+            assert labels_served(server) == {
+                "stable": 2,
+                "canary": "INVALID_ARGUMENT",
+                "previous": 1,
+            }
+
+        assert rollout(["rollback", *targets]) == 0
+        assert config_labels(config) == {"stable": 1}
+        for server in servers:
+            assert labels_served(server)["stable"] == 1
+        assert "Rolled back: 'stable' is version 1" in capsys.readouterr().out
+
+        # A second canary, withdrawn before promotion: stable never moves.
+        assert rollout(["canary", *targets, "--version", "2"]) == 0
+        assert rollout(["rollback", *targets]) == 0
+        assert config_labels(config) == {"stable": 1}
+        for server in servers:
+            assert labels_served(server) == {
+                "stable": 1, "canary": "INVALID_ARGUMENT", "previous": "INVALID_ARGUMENT",
+            }  # fmt: skip
+    assert load.failures == []
+    assert load.requests > 100
+
+
+def test_a_version_that_fails_to_load_is_taken_out_and_stable_keeps_serving(fleet, capsys):
+    repository, config, servers, targets = fleet
+    broken = repository / "3"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"this is not a protobuf")
+    (broken / "PUBLISHED.json").write_text(
+        '{"format": 1, "version": 3, "files": [{"path": "saved_model.pb", "size": 22, '
+        '"sha256": "unused"}]}'
+    )
+    before = config.read_text()
+    with BackgroundLoad(servers) as load:
+        assert rollout(["canary", *targets, "--version", "3"]) == 1
+    error = capsys.readouterr().err
+    assert "canary aborted, stable version 1 keeps serving" in error
+    assert "version 3 failed to load" in error
+    assert config.read_text() == before
+    assert load.failures == []
+    for server in servers:
+        assert labels_served(server)["stable"] == 1
+
+
+def test_bad_requests_are_refused_with_a_reason_and_change_nothing(fleet, tmp_path, capsys):
+    repository, config, _, targets = fleet
+    before = config.read_text()
+    cases = [
+        (["canary", *targets, "--version", "7"], "version 7 is not published"),
+        (["canary", *targets, "--version", "1"], "version 1 is already 'stable'"),
+        (["promote", *targets], "no 'canary' to promote"),
+        (["rollback", *targets], "nothing to roll back"),
+        (
+            ["publish", "--repository", str(repository), "--version-dir", str(tmp_path)],
+            "is not a version folder",
+        ),
+        (
+            ["publish", "--repository", str(repository), "--version-dir", str(repository / "1")],
+            "version 1 is already published",
+        ),
+    ]
+    for argv, reason in cases:
+        assert rollout(argv) == 1, argv
+        assert reason in capsys.readouterr().err
+    assert config.read_text() == before
+
+    config.write_text("model_config_list { config { name: 'imdb' oops } }")
+    assert rollout(["promote", *targets]) == 1
+    assert "models.config" in capsys.readouterr().err
