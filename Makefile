@@ -158,7 +158,7 @@ deploy-smoke: $(STAMP) ## Smoke-test the deployed service through kubectl port-f
 lint: $(STAMP) $(TOOLS_STAMP) ## Lint Python (ruff), Dockerfiles (hadolint), YAML (yamllint)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(TOOLS)/bin/hadolint docker/Dockerfile docker/smoke.Dockerfile
+	$(TOOLS)/bin/hadolint docker/Dockerfile docker/smoke.Dockerfile docker/sync.Dockerfile
 	$(TOOLS)/bin/yamllint --strict k8s docker/docker-compose.yml .yamllint.yaml .checkov.yaml
 
 format: $(STAMP) ## Format the Python code

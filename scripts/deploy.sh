@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Deploy the serving image to Kubernetes (GKE or EKS), roll back, or smoke-test what runs.
 #
-#   scripts/deploy.sh deploy   --cloud gke|eks --image REGISTRY/REPOSITORY/imdb-sentiment-serving \
+#   scripts/deploy.sh deploy   --cloud CLOUD --image REGISTRY/REPOSITORY/imdb-sentiment-serving \
 #                              [--model-version N] [--dry-run]
-#   scripts/deploy.sh rollback --cloud gke|eks [--to-revision N] [--dry-run]
+#   scripts/deploy.sh rollback --cloud CLOUD [--to-revision N] [--dry-run]
 #   scripts/deploy.sh smoke    [--dry-run]
 #
 # deploy: build the image with model version N baked in (default: the highest under
 # models/imdb), push it, apply k8s/overlays/<cloud> with the image pinned by digest, wait for the
 # rollout (rolled back automatically if it fails), then smoke-test through a port-forward.
+# CLOUD is an overlay: gke or eks (the model baked into the image), gke-repository or
+# eks-repository (versions from a bucket, docs/deploy.md; eks-repository also builds and pushes
+# the sync sidecar's image, docker/sync.Dockerfile, next to the serving image).
 # rollback: `kubectl rollout undo`, wait, smoke-test. --dry-run prints every command instead of
 # running it and renders the manifests it would apply (no cluster, registry or Docker needed).
 # The current kubectl context decides the cluster (docs/deploy.md).
@@ -29,7 +32,7 @@ ROLLOUT_TIMEOUT=${ROLLOUT_TIMEOUT:-10m}
 FORWARD_REST_PORT=${FORWARD_REST_PORT:-18501}
 FORWARD_GRPC_PORT=${FORWARD_GRPC_PORT:-18500}
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "deploy: $*" >&2; exit 2; }
 
 command=${1:-}
@@ -59,9 +62,9 @@ run() {
 
 need_cloud() {
   case $cloud in
-    gke|eks) ;;
-    "") die "--cloud gke|eks is required" ;;
-    *) die "--cloud must be gke or eks, got '$cloud'" ;;
+    gke|eks|gke-repository|eks-repository) ;;
+    "") die "--cloud gke|eks|gke-repository|eks-repository is required" ;;
+    *) die "--cloud must be gke, eks, gke-repository or eks-repository, got '$cloud'" ;;
   esac
 }
 
@@ -81,6 +84,17 @@ smoke() {
   trap "kill $forward_pid 2>/dev/null || true" RETURN
   "$PY" scripts/smoke_test.py --rest-url "http://127.0.0.1:$FORWARD_REST_PORT" \
     --grpc-target "127.0.0.1:$FORWARD_GRPC_PORT" --model-name "$MODEL_NAME" --deadline 120
+}
+
+# The registry digest of a pushed image (a placeholder under --dry-run).
+pushed_digest() {
+  if $dry_run; then
+    echo "sha256:DIGEST-OF-THE-PUSHED-IMAGE"
+  else
+    local digest
+    digest=$(docker inspect --format '{{index .RepoDigests 0}}' "$1")
+    echo "${digest#*@}"
+  fi
 }
 
 wait_for_rollout() {
@@ -117,11 +131,18 @@ deploy() {
     --build-arg "GIT_REVISION=$revision" -t "$reference" .
   echo "==> Pushing $reference"
   run docker push "$reference"
-  if $dry_run; then
-    digest="sha256:DIGEST-OF-THE-PUSHED-IMAGE"
-  else
-    digest=$(docker inspect --format '{{index .RepoDigests 0}}' "$reference")
-    digest=${digest#*@}
+  digest=$(pushed_digest "$reference")
+  # eks-repository: the sync sidecar's image, in the same registry, pinned the same way.
+  local sync_patch=""
+  if [[ $cloud == eks-repository ]]; then
+    local sync_reference="${image%/*}/imdb-model-sync:$tag"
+    echo "==> Building and pushing $sync_reference"
+    run docker build -f docker/sync.Dockerfile -t "$sync_reference" .
+    run docker push "$sync_reference"
+    sync_patch="
+      - op: replace
+        path: /spec/template/spec/initContainers/0/image
+        value: ${image%/*}/imdb-model-sync@$(pushed_digest "$sync_reference")"
   fi
 
   # A kustomization on top of the overlay that pins the image by digest and records the model
@@ -144,7 +165,7 @@ patches:
     patch: |-
       - op: replace
         path: /spec/template/spec/containers/0/image
-        value: $image@$digest
+        value: $image@$digest$sync_patch
       - op: add
         path: /spec/template/metadata/annotations
         value:
@@ -161,7 +182,11 @@ EOF
   run "$KUBECTL" apply -f "$workdir/rendered.yaml"
   wait_for_rollout
   smoke
-  echo "==> Deployed model version $model_version ($reference)"
+  if [[ $cloud == *-repository ]]; then
+    echo "==> Deployed $reference; the pods serve the versions k8s/overlays/$cloud/models.config names"
+  else
+    echo "==> Deployed model version $model_version ($reference)"
+  fi
 }
 
 rollback() {

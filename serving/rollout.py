@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import re
@@ -53,7 +54,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.cli_args import DEFAULT_TIMEOUT_SECONDS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, parse_args
 from serving.client import RequestError, RestClient
-from serving.contract import MODEL_NAME
+from serving.contract import MODEL_NAME, REST_PORT
 from serving.repository import RepositoryError, open_repository
 from serving.versions import version_number
 
@@ -62,7 +63,12 @@ STABLE, CANARY, PREVIOUS = "stable", "canary", "previous"
 NAMESPACE = "imdb-serving"
 MODELS_CONFIGMAP = "imdb-models"
 POD_SELECTOR = "app.kubernetes.io/name=imdb-sentiment,app.kubernetes.io/component=model-server"
-REST_CONTAINER_PORT = 8501
+# The labels every object of the overlays carries (their kustomization.yaml).
+KUSTOMIZE_LABELS = {
+    "app.kubernetes.io/name": "imdb-sentiment",
+    "app.kubernetes.io/part-of": "imdb-sentiment",
+    "app.kubernetes.io/managed-by": "kustomize",
+}
 METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
@@ -162,16 +168,22 @@ class KubernetesFleet:
         return [self.kubectl, "-n", self.namespace, *args]
 
     def apply(self, config_path: Path, dry_run: bool) -> None:
-        render = self._command(
-            "create", "configmap", MODELS_CONFIGMAP, f"--from-file=models.config={config_path}",
-            "--dry-run=client", "-o", "yaml",
-        )  # fmt: skip
-        apply = self._command("apply", "-f", "-")
+        """Applies the ConfigMap exactly as the overlay renders it (name, namespace, labels)."""
+        config_map = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": MODELS_CONFIGMAP,
+                "namespace": self.namespace,
+                "labels": dict(KUSTOMIZE_LABELS),
+            },
+            "data": {"models.config": config_path.read_text()},
+        }
+        command = self._command("apply", "-f", "-")
         if dry_run:
-            print("+ " + " ".join(render) + " | " + " ".join(apply))
+            print(f"+ {' '.join(command)}   # ConfigMap {MODELS_CONFIGMAP} from {config_path}")
             return
-        rendered = _run(render)
-        _run(apply, stdin=rendered)
+        _run(command, stdin=json.dumps(config_map))
 
     @contextlib.contextmanager
     def endpoints(self) -> Iterator[list[str]]:
@@ -188,7 +200,7 @@ class KubernetesFleet:
             urls = []
             for name in names:
                 forward = subprocess.Popen(
-                    self._command("port-forward", name, f":{REST_CONTAINER_PORT}"),
+                    self._command("port-forward", name, f":{REST_PORT}"),
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     text=True,
@@ -572,7 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--dry-run", action="store_true")
     init = verbs.add_parser("init", help="write a first models.config (stable = VERSION)")
     init.add_argument("--config", type=Path, required=True, help="the models.config to write")
-    init.add_argument("--repository", required=True, help="the servers' base path for the model")
+    init.add_argument("--repository", required=True, help="where versions are published")
+    init.add_argument(
+        "--base-path", help="the servers' model base path, if not the repository (EKS: the pod's)"
+    )
     init.add_argument("--version", type=int, help="default: the highest published")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     for name, text in (
@@ -653,8 +668,9 @@ def _init(args: argparse.Namespace) -> None:
             f"(published: {published or 'none'}): run make publish"
         )
     args.config.parent.mkdir(parents=True, exist_ok=True)
-    write_config(args.config, initial_config(args.repository, version))
-    print(f"Wrote {args.config}: '{STABLE}' is version {version} of {args.repository}")
+    base_path = args.base_path or args.repository
+    write_config(args.config, initial_config(base_path, version))
+    print(f"Wrote {args.config}: '{STABLE}' is version {version} of {base_path}")
 
 
 def _status(rollout: Rollout) -> None:

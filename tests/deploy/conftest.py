@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.helpers import PROJECT_ROOT
+from tests.deploy.manifests import OVERLAYS
+from tests.helpers import PROJECT_ROOT, run_tool
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +26,17 @@ def tools_bin() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def rendered(tools_bin, tmp_path_factory) -> dict[str, tuple[Path, list[dict]]]:
+    """overlay -> (rendered YAML file, its documents)."""
+    folder = tmp_path_factory.mktemp("rendered")
+    result = {}
+    for overlay in OVERLAYS:
+        output = run_tool(tools_bin, "kubectl", "kustomize", f"k8s/{overlay}")
+        assert output.returncode == 0, f"k8s/{overlay} does not render:\n{output.stderr}"
+        path = folder / f"{overlay.replace('/', '-')}.yaml"
+        path.write_text(output.stdout)
+        result[overlay] = (path, [doc for doc in yaml.safe_load_all(output.stdout) if doc])
+    return result

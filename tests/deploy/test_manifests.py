@@ -13,53 +13,27 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
 from serving import contract
+from tests.deploy.manifests import (
+    IMAGE_OVERLAYS,
+    OVERLAYS,
+    container_of,
+    dockerfile_cmd,
+    find,
+    run_deploy,
+)
 from tests.helpers import K8S_NAMESPACE, PROJECT_ROOT, run_tool
 
-OVERLAYS = ("base", "overlays/gke", "overlays/eks")
 # Kubernetes minors validated against: supported by both GKE and EKS at the time of writing.
 KUBERNETES_VERSIONS = ("1.33.0", "1.35.0")
 # Custom resources: no bundled schema, so their fields are checked by the semantic tests below.
 CUSTOM_KINDS = {"BackendConfig", "PodMonitoring", "PodMonitor", "PrometheusRule", "Rules"}
 STATUS_PATH = f"/v1/models/{contract.MODEL_NAME}"
-DOCKERFILES = ("docker/Dockerfile", "docker/smoke.Dockerfile")
-
-
-@pytest.fixture(scope="session")
-def rendered(tools_bin, tmp_path_factory) -> dict[str, tuple[Path, list[dict]]]:
-    """overlay -> (rendered YAML file, its documents)."""
-    folder = tmp_path_factory.mktemp("rendered")
-    result = {}
-    for overlay in OVERLAYS:
-        output = run_tool(tools_bin, "kubectl", "kustomize", f"k8s/{overlay}")
-        assert output.returncode == 0, f"k8s/{overlay} does not render:\n{output.stderr}"
-        path = folder / f"{overlay.replace('/', '-')}.yaml"
-        path.write_text(output.stdout)
-        result[overlay] = (path, [doc for doc in yaml.safe_load_all(output.stdout) if doc])
-    return result
-
-
-def find(docs: list[dict], kind: str, name: str | None = None) -> dict:
-    matches = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
-    assert len(matches) == 1, f"expected one {kind} {name or ''}, found {len(matches)}"
-    return matches[0]
-
-
-def container_of(docs: list[dict]) -> dict:
-    (container,) = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return container
-
-
-def dockerfile_cmd() -> list[str]:
-    text = (PROJECT_ROOT / "docker" / "Dockerfile").read_text()
-    match = re.search(r"^CMD (\[.*?\])$", text.replace("\\\n", ""), re.MULTILINE)
-    assert match, "docker/Dockerfile has no exec-form CMD"
-    return json.loads(match.group(1))
+DOCKERFILES = ("docker/Dockerfile", "docker/smoke.Dockerfile", "docker/sync.Dockerfile")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +154,7 @@ def test_compose_config_when_the_cli_has_compose():
 
 def test_image_cmd_and_kubernetes_args_are_the_same_flags(rendered):
     cmd = dockerfile_cmd()
-    for overlay in OVERLAYS:
+    for overlay in IMAGE_OVERLAYS:
         assert container_of(rendered[overlay][1])["args"] == cmd, overlay
     assert f"--port={contract.GRPC_PORT}" in cmd and f"--rest_api_port={contract.REST_PORT}" in cmd
 
@@ -394,19 +368,6 @@ def test_the_images_models_config_is_served_by_the_local_server(tmp_path, export
         server.stop(grace_seconds=1)
 
 
-def run_deploy(tools_bin, tmp_path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["bash", "scripts/deploy.sh", *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=os.environ
-        | {"KUBECTL": str(tools_bin / "kubectl"), "DEPLOY_RECORD_DIR": str(tmp_path)},
-    )
-
-
 @pytest.mark.parametrize(
     ("cloud", "registry"),
     [
@@ -462,7 +423,10 @@ def test_rollback_dry_run_and_argument_errors(tools_bin, tmp_path):
     assert rollback.returncode == 0
     assert "rollout undo deployment/imdb-sentiment --to-revision=4" in rollback.stdout
     for args, message in [
-        (("deploy", "--cloud", "aws", "--image", "r/i"), "--cloud must be gke or eks"),
+        (
+            ("deploy", "--cloud", "aws", "--image", "r/i"),
+            "--cloud must be gke, eks, gke-repository or eks-repository",
+        ),
         (("deploy", "--cloud", "gke"), "--image"),
         (("deploy", "--cloud", "gke", "--image", "imdb"), "registry"),
         (("deploy", "--cloud", "gke", "--image", "r.example:5000/imdb:v1"), "without a tag"),

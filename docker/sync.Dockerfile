@@ -1,0 +1,25 @@
+# The model sync sidecar of k8s/overlays/eks-repository: serving/s3_sync.py, which copies the
+# versions that models.config names from S3 into the pod's model folder. It needs boto3 and TF
+# Serving's config protos only (tensorflow-serving-api without its TensorFlow dependency).
+#   docker build -f docker/sync.Dockerfile -t imdb-model-sync .
+FROM python:3.11-slim-bookworm
+
+ARG SYNC_UID=10001
+
+WORKDIR /app
+COPY requirements.lock /app/requirements.lock
+# At the versions the project pins; the config protos import only protobuf.
+RUN pip install --no-cache-dir --constraint /app/requirements.lock boto3 protobuf \
+    && pip install --no-cache-dir --no-deps --constraint /app/requirements.lock \
+      tensorflow-serving-api
+
+# Exactly the modules the sidecar imports (a test checks the list).
+COPY serving/__init__.py serving/contract.py serving/versions.py serving/repository.py \
+     serving/s3_sync.py /app/serving/
+
+USER ${SYNC_UID}:${SYNC_UID}
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# Kubernetes checks it with a startupProbe on --ready-file; after that, a crash restarts it.
+HEALTHCHECK NONE
+ENTRYPOINT ["python", "-m", "serving.s3_sync"]
+CMD ["--help"]
