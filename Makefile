@@ -39,6 +39,17 @@ GRID ?= training/grids/default.json
 # Extra flags for `make loadtest` and `make capacity`, e.g. LOADTEST_ARGS="--duration 30".
 LOADTEST_ARGS ?=
 CAPACITY_ARGS ?=
+# Model repository mode (docs/deploy.md). REPOSITORY: where versions are published (a folder,
+# gs://bucket/imdb or s3://bucket/imdb). MODELS_CONFIG: the models.config the servers follow;
+# with CLOUD=gke-repository or eks-repository it is that overlay's file and the rollout verbs
+# reach the pods through kubectl; otherwise they reach the servers at REST_URLS.
+REPOSITORY ?=
+MODELS_CONFIG ?= $(if $(filter %-repository,$(CLOUD)),k8s/overlays/$(CLOUD)/models.config)
+REST_URLS ?= http://127.0.0.1:$(REST_PORT)
+# Extra flags for the rollout verbs, e.g. ROLLOUT_ARGS="--min-agreement 0.98 --timeout 600".
+ROLLOUT_ARGS ?=
+ROLLOUT_TARGET = --config "$(MODELS_CONFIG)" $(if $(filter %-repository,$(CLOUD)),--namespace \
+	imdb-serving,$(foreach url,$(REST_URLS),--rest-url $(url))) $(if $(DRY_RUN),--dry-run) $(ROLLOUT_ARGS)
 # Extra flags for pytest, e.g. PYTEST_ARGS="-k smoke -x".
 PYTEST_ARGS ?=
 
@@ -46,10 +57,10 @@ PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: help env tools system-tools demo test test-slow explore train tune bench-train bench-graph serve smoke metrics loadtest capacity bench-serve docker-build deploy rollback \
-	deploy-smoke lint format lock clean distclean
+	deploy-smoke publish canary promote rollback-model lint format lock clean distclean
 
 help: ## List the verbs
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 	@echo "  Variables: DATA=$(DATA) REST_PORT=$(REST_PORT) GRPC_PORT=$(GRPC_PORT) IMAGE=$(IMAGE)"
 
 env: $(STAMP) ## Create .venv with the pinned dependencies (requirements.lock)
@@ -104,7 +115,7 @@ bench-graph: $(STAMP) ## Serving-graph throughput and latency, new vs legacy fea
 tune: $(STAMP) ## Grid search (GRID=...) on DATA's grouped validation split; resumable
 	$(PY) -m training tune --data "$(DATA)" --grid "$(GRID)"
 
-serve: $(STAMP) ## Serve models/imdb: docker compose if a Docker engine answers, else the local server
+serve: $(STAMP) ## Serve models/imdb (or MODELS_CONFIG): docker compose if a Docker engine answers, else the local server
 	@if docker info >/dev/null 2>&1; then \
 		test -n "$(MODEL_VERSION)" || { echo "No model under $(MODEL_DIR): run make train"; exit 1; }; \
 		echo "Docker engine found: serving version $(MODEL_VERSION) with tensorflow/serving"; \
@@ -113,7 +124,9 @@ serve: $(STAMP) ## Serve models/imdb: docker compose if a Docker engine answers,
 	else \
 		echo "No Docker engine: serving $(MODEL_DIR) with the local TF-Serving-compatible server"; \
 		$(PY) -m serving.model_server --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) \
-			--model_name=$(MODEL_NAME) --model_base_path=$(CURDIR)/$(MODEL_DIR) \
+			$(if $(MODELS_CONFIG),--model_config_file=$(MODELS_CONFIG) \
+			--model_config_file_poll_wait_seconds=2 --file_system_poll_wait_seconds=2, \
+			--model_name=$(MODEL_NAME) --model_base_path=$(CURDIR)/$(MODEL_DIR)) \
 			--bind_address=127.0.0.1 --monitoring_config_file=k8s/base/config/monitoring.config \
 			--enable_batching --batching_parameters_file=k8s/base/config/batching.config; \
 	fi
@@ -145,15 +158,38 @@ docker-build: ## Build the tensorflow/serving image with the latest version bake
 	docker build -f docker/Dockerfile --build-arg MODEL_VERSION=$(MODEL_VERSION) \
 		--build-arg GIT_REVISION=$$(git rev-parse HEAD) -t $(IMAGE):$(TAG) .
 
-deploy: $(STAMP) ## Build, push, apply, wait, smoke: CLOUD=gke|eks IMAGE=registry/repo [DRY_RUN=1]
+deploy: $(STAMP) ## Build, push, apply, wait, smoke: CLOUD=gke|eks[-repository] IMAGE=registry/repo [DRY_RUN=1]
 	PY=$(PY) scripts/deploy.sh deploy --cloud "$(CLOUD)" --image "$(IMAGE)" \
 		$(if $(MODEL_VERSION),--model-version $(MODEL_VERSION)) $(if $(DRY_RUN),--dry-run)
 
-rollback: $(STAMP) ## Roll the Deployment back one revision and smoke-test: CLOUD=gke|eks [DRY_RUN=1]
+rollback: $(STAMP) ## Roll the Deployment back one revision and smoke-test: CLOUD=gke|eks[-repository]
 	PY=$(PY) scripts/deploy.sh rollback --cloud "$(CLOUD)" $(if $(DRY_RUN),--dry-run)
 
 deploy-smoke: $(STAMP) ## Smoke-test the deployed service through kubectl port-forward
 	PY=$(PY) scripts/deploy.sh smoke
+
+publish: $(STAMP) ## Check version MODEL_VERSION (default: the latest) and upload it to REPOSITORY [DRY_RUN=1]
+	@test -n "$(REPOSITORY)" || { echo "Set REPOSITORY=folder, gs://bucket/imdb or s3://bucket/imdb"; exit 2; }
+	@test -n "$(MODEL_VERSION)" || { echo "No model under $(MODEL_DIR): run make train"; exit 2; }
+	$(PY) -m serving rollout publish --repository "$(REPOSITORY)" \
+		--version-dir $(MODEL_DIR)/$(MODEL_VERSION) $(if $(DRY_RUN),--dry-run)
+
+canary: $(STAMP) ## Load the newest published version (or CANARY_VERSION) beside stable, label it canary, compare
+	$(call need_models_config)
+	$(PY) -m serving rollout canary $(ROLLOUT_TARGET) $(if $(CANARY_VERSION),--version $(CANARY_VERSION)) \
+		$(if $(REPOSITORY),--repository "$(REPOSITORY)")
+
+promote: $(STAMP) ## Move stable to the canary's version; the old one stays loaded as previous
+	$(call need_models_config)
+	$(PY) -m serving rollout promote $(ROLLOUT_TARGET)
+
+rollback-model: $(STAMP) ## Withdraw the canary, or move stable back to previous (no image build)
+	$(call need_models_config)
+	$(PY) -m serving rollout rollback $(ROLLOUT_TARGET)
+
+define need_models_config
+	@test -n "$(MODELS_CONFIG)" || { echo "Set CLOUD=gke-repository|eks-repository or MODELS_CONFIG=path/to/models.config"; exit 2; }
+endef
 
 lint: $(STAMP) $(TOOLS_STAMP) ## Lint Python (ruff), Dockerfiles (hadolint), YAML (yamllint)
 	$(VENV)/bin/ruff check .

@@ -55,7 +55,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving.cli_args import DEFAULT_TIMEOUT_SECONDS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, parse_args
 from serving.client import RequestError, RestClient
 from serving.contract import MODEL_NAME, REST_PORT
-from serving.repository import RepositoryError, open_repository
+from serving.repository import FolderRepository, RepositoryError, open_repository
 from serving.versions import version_number
 
 STABLE, CANARY, PREVIOUS = "stable", "canary", "previous"
@@ -477,6 +477,11 @@ class Rollout:
         config, _, labels = self.state()
         stable = labels[STABLE]
         repository = open_repository(repository_url)
+        if isinstance(repository, FolderRepository) and not repository.path.is_dir():
+            raise RolloutError(
+                f"the repository {repository_url} is not a folder on this machine: pass "
+                "--repository (on EKS, REPOSITORY=s3://bucket/imdb)"
+            )
         published = repository.published_versions()
         if version is None:
             if not published:

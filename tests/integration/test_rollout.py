@@ -4,6 +4,8 @@ light background load that must see zero failed requests."""
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
 from pathlib import Path
 
@@ -11,8 +13,8 @@ import pytest
 
 from serving.client import GrpcClient, RequestError, RestClient
 from serving.model_server.server import ModelServer, ServerOptions
+from serving.rollout import KUSTOMIZE_LABELS, read_config
 from serving.rollout import main as rollout
-from serving.rollout import read_config
 from tests.helpers import PROJECT_ROOT, free_port
 
 REVIEW = "A wonderful, brilliant film. I loved every minute of it."
@@ -211,3 +213,69 @@ def test_bad_requests_are_refused_with_a_reason_and_change_nothing(fleet, tmp_pa
     config.write_text("model_config_list { config { name: 'imdb' oops } }")
     assert rollout(["promote", *targets]) == 1
     assert "models.config" in capsys.readouterr().err
+
+
+FAKE_KUBECTL = """#!{python}
+# kubectl as the rollout uses it, against local servers: `apply` writes the ConfigMap's
+# models.config where the servers read it (as the kubelet updates a mounted ConfigMap),
+# `get pods` lists them, `port-forward` names each server's own REST port.
+import json, os, sys, time
+args = sys.argv[1:]
+with open(os.environ["FAKE_KUBECTL_LOG"], "a") as log:
+    log.write(" ".join(args) + "\\n")
+pods = dict(item.split("=") for item in os.environ["FAKE_PODS"].split())
+if "apply" in args:
+    document = json.load(sys.stdin)
+    with open(os.environ["FAKE_KUBECTL_LOG"], "a") as log:
+        log.write(json.dumps(document["metadata"], sort_keys=True) + "\\n")
+    target = os.environ["FAKE_MOUNTED_CONFIG"]
+    with open(target + ".new", "w") as stream:
+        stream.write(document["data"]["models.config"])
+    os.replace(target + ".new", target)
+elif "get" in args:
+    print("\\n".join("pod/" + name for name in pods))
+elif "port-forward" in args:
+    name = args[args.index("port-forward") + 1].removeprefix("pod/")
+    print(f"Forwarding from 127.0.0.1:{{pods[name]}} -> 8501", flush=True)
+    time.sleep(3600)
+"""
+
+
+def test_the_same_steps_through_kubectl(fleet, tmp_path, exported_version, monkeypatch):
+    """--namespace: the rollout edits the overlay's file, applies it as the ConfigMap and reaches
+    each pod through its own port-forward (kubectl faked over the local servers)."""
+    repository, mounted, servers, _ = fleet
+    overlay_file = tmp_path / "overlay-models.config"
+    overlay_file.write_text(mounted.read_text())
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text(FAKE_KUBECTL.format(python=sys.executable))
+    kubectl.chmod(0o755)
+    log = tmp_path / "kubectl.log"
+    monkeypatch.setenv("FAKE_KUBECTL_LOG", str(log))
+    monkeypatch.setenv("FAKE_MOUNTED_CONFIG", str(mounted))
+    monkeypatch.setenv(
+        "FAKE_PODS", " ".join(f"pod{i}={s.rest_port}" for i, s in enumerate(servers))
+    )
+    cluster = ["--config", str(overlay_file), "--namespace", "imdb-serving", "--kubectl",
+               str(kubectl), "--timeout", "60"]  # fmt: skip
+    assert rollout(["publish", "--repository", str(repository),
+                    "--version-dir", str(exported_version), "--version", "2"]) == 0  # fmt: skip
+    with BackgroundLoad(servers) as load:
+        assert rollout(["canary", *cluster]) == 0
+        assert rollout(["promote", *cluster]) == 0
+        for server in servers:
+            assert labels_served(server) == {
+                "stable": 2,
+                "canary": "INVALID_ARGUMENT",
+                "previous": 1,
+            }
+    assert load.failures == []
+    assert config_labels(overlay_file) == config_labels(mounted) == {"stable": 2, "previous": 1}
+    calls = log.read_text().splitlines()
+    assert "-n imdb-serving apply -f -" in calls
+    assert any(call.startswith("-n imdb-serving port-forward pod/pod1 :8501") for call in calls)
+    applied = [json.loads(call) for call in calls if call.startswith("{")]
+    assert applied and all(
+        m == {"labels": KUSTOMIZE_LABELS, "name": "imdb-models", "namespace": "imdb-serving"}
+        for m in applied
+    )
