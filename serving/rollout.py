@@ -44,6 +44,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving.cli_args import DEFAULT_TIMEOUT_SECONDS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, parse_args
 from serving.client import RequestError, RestClient
 from serving.contract import MODEL_NAME, REST_PORT
+from serving.loadtest import LoadTestError, read_reviews
 from serving.repository import FolderRepository, RepositoryError, open_repository
 from serving.versions import version_number
 
@@ -211,6 +213,8 @@ class KubernetesFleet:
                 if not match:
                     raise RolloutError(f"kubectl port-forward {name} failed: {line.strip()}")
                 urls.append(f"http://127.0.0.1:{match.group(1)}")
+                # kubectl writes a line per connection: keep reading so it never blocks.
+                threading.Thread(target=forward.stdout.read, daemon=True).start()
             yield urls
         finally:
             for forward in forwards:
@@ -308,13 +312,19 @@ def _label_problem(client: RestClient, label: str, version: int | None) -> str |
 
 @dataclass(frozen=True)
 class Thresholds:
-    min_agreement: float = 0.95
-    max_mean_shift: float = 0.05
+    # Defaults that pass an honest retrain and fail a broken model: two full-data MLPs (20k and
+    # 5k n-gram features) agreed on 96.9% of the shipped reviews with a mean shift of 0.051,
+    # where an inverted or broken model lands near 50% and 0.5.
+    min_agreement: float = 0.90
+    max_mean_shift: float = 0.10
     # Canary p99 may exceed stable's by this factor, or by max_p99_slack_ms, whichever is larger
     # (one noisy millisecond on a fast model must not fail a canary).
     max_p99_ratio: float = 1.5
     max_p99_slack_ms: float = 5.0
     max_error_rate: float = 0.0
+    # Non-OK requests in the servers' own counters during the comparison, over all their traffic
+    # (TF Serving counts per model, not per version): real clients' bad requests count too.
+    max_server_error_rate: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -325,7 +335,8 @@ class Comparison:
     max_shift: float
     p99_ms: dict[str, float]
     errors: dict[str, int]
-    server_errors: int | None  # non-OK requests in the servers' metrics during the comparison
+    # (non-OK, all) requests in the servers' metrics during the comparison; None without metrics.
+    server_requests: tuple[int, int] | None
 
     def checks(self, limits: Thresholds) -> list[tuple[str, bool]]:
         stable_p99, canary_p99 = self.p99_ms[STABLE], self.p99_ms[CANARY]
@@ -353,12 +364,14 @@ class Comparison:
                 error_rate <= limits.max_error_rate,
             ),
         ]
-        if self.server_errors is not None:
+        if self.server_requests is not None:
+            non_ok, total = self.server_requests
+            rate = non_ok / max(total, 1)
             checks.append(
                 (
-                    f"non-OK requests in the servers' metrics during the comparison: "
-                    f"{self.server_errors}",
-                    self.server_errors <= math.floor(limits.max_error_rate * requests * 2),
+                    f"servers' metrics during the comparison: {non_ok} non-OK of {total} "
+                    f"requests ({rate:.1%}; maximum {limits.max_server_error_rate:.1%})",
+                    rate <= limits.max_server_error_rate,
                 )
             )
         return checks
@@ -371,8 +384,9 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def server_error_count(url: str) -> int | None:
-    """Non-OK ``:tensorflow:serving:request_count`` of one server, or None without metrics."""
+def server_request_counts(url: str) -> tuple[int, int] | None:
+    """(non-OK, all) of one server's ``:tensorflow:serving:request_count``, or None when it
+    exposes no metrics."""
     import requests
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -382,20 +396,20 @@ def server_error_count(url: str) -> int | None:
         return None
     if response.status_code != 200:
         return None
-    total = 0
+    non_ok = total = 0
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
-            if sample.name == ":tensorflow:serving:request_count" and sample.labels.get(
-                "status", "OK"
-            ) not in ("OK", ""):
+            if sample.name == ":tensorflow:serving:request_count":
                 total += int(sample.value)
-    return total
+                if sample.labels.get("status", "OK") not in ("OK", ""):
+                    non_ok += int(sample.value)
+    return non_ok, total
 
 
 def compare(urls: Sequence[str], reviews: Sequence[str]) -> Comparison:
     """Sends every review, one per request, to ``stable`` and ``canary`` in turn, spread over
     the servers; the two labels see the same load at the same time."""
-    before = [server_error_count(url) for url in urls]
+    before = [server_request_counts(url) for url in urls]
     latencies: dict[str, list[float]] = {STABLE: [], CANARY: []}
     errors = {STABLE: 0, CANARY: 0}
     shifts, agree = [], 0
@@ -419,10 +433,14 @@ def compare(urls: Sequence[str], reviews: Sequence[str]) -> Comparison:
     finally:
         for client in clients:
             client.close()
-    after = [server_error_count(url) for url in urls]
-    server_errors = None
-    if all(count is not None for count in before + after):
-        server_errors = sum(a - b for a, b in zip(after, before, strict=True))  # type: ignore[operator]
+    after = [server_request_counts(url) for url in urls]
+    server_requests = None
+    if all(counts is not None for counts in before + after):
+        pairs = list(zip(after, before, strict=True))
+        server_requests = (
+            sum(a[0] - b[0] for a, b in pairs),  # type: ignore[index]
+            sum(a[1] - b[1] for a, b in pairs),  # type: ignore[index]
+        )
     return Comparison(
         reviews=len(reviews),
         agreement=agree / max(len(shifts), 1),
@@ -430,7 +448,7 @@ def compare(urls: Sequence[str], reviews: Sequence[str]) -> Comparison:
         max_shift=max(shifts, default=0.0),
         p99_ms={label: percentile(values, 0.99) for label, values in latencies.items()},
         errors=errors,
-        server_errors=server_errors,
+        server_requests=server_requests,
     )
 
 
@@ -494,6 +512,11 @@ class Rollout:
             )
         if version == stable:
             raise RolloutError(f"version {version} is already '{STABLE}'")
+        if CANARY in labels and labels[CANARY] != stable:
+            raise RolloutError(
+                f"version {labels[CANARY]} is already the '{CANARY}': promote it or roll it back "
+                "first (make promote, make rollback-model)"
+            )
         kept = [stable] + ([labels[PREVIOUS]] if PREVIOUS in labels else [])
         kept_labels = {k: v for k, v in labels.items() if k in (STABLE, PREVIOUS)}
         staged = with_state(config, [*kept, version], kept_labels, self.model_name)
@@ -616,7 +639,12 @@ def build_parser() -> argparse.ArgumentParser:
             verb.add_argument(
                 "--repository", help="default: models.config's base_path (EKS: the s3:// URL)"
             )
-            verb.add_argument("--reviews", type=Path, help="reference reviews (default: shipped)")
+            verb.add_argument(
+                "--reviews", type=Path, help="reference reviews, text or CSV (default: shipped)"
+            )
+            verb.add_argument(
+                "--max-reviews", type=int, default=1000, help="use at most this many of them"
+            )
             defaults = Thresholds()
             for field_name in Thresholds.__dataclass_fields__:
                 verb.add_argument(
@@ -680,6 +708,7 @@ def _init(args: argparse.Namespace) -> None:
 
 def _status(rollout: Rollout) -> None:
     _, versions, labels = rollout.state()
+    labels = dict(sorted(labels.items()))
     print(f"models.config: versions {versions}, labels {labels}")
     with rollout.fleet.endpoints() as urls:
         for url in urls:
@@ -695,10 +724,9 @@ def _status(rollout: Rollout) -> None:
 
 
 def _canary(rollout: Rollout, args: argparse.Namespace) -> bool:
-    from serving.loadtest import read_reviews
     from serving.smoke import run as smoke
 
-    reviews = read_reviews(args.reviews)
+    reviews = read_reviews(args.reviews)[: max(args.max_reviews, 1)]
     version = rollout.canary(args.version, rollout.repository_url(args.repository))
     if rollout.dry_run:
         return True
@@ -746,7 +774,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Promoted: '{STABLE}' is version {rollout.promote()}")
         elif args.verb == "rollback":
             print(f"Rolled back: '{STABLE}' is version {rollout.rollback()}")
-    except (RolloutError, RepositoryError, RequestError) as error:
+    except (RolloutError, RepositoryError, RequestError, LoadTestError) as error:
         print(f"rollout: {error}", file=sys.stderr)
         return EXIT_FAILED
     except ValueError as error:

@@ -131,7 +131,10 @@ def test_publish_canary_promote_rollback_under_load(fleet, exported_version, cap
         assert rollout(["canary", *targets]) == 0
         output = capsys.readouterr().out
         assert "Verdict: PASS" in output and "label agreement 100.0%" in output
-        assert "non-OK requests in the servers' metrics during the comparison: 0" in output
+        assert "servers' metrics during the comparison: 0 non-OK of" in output
+        # A second canary while one runs is refused.
+        assert rollout(["canary", *targets, "--version", "2"]) == 1
+        assert "version 2 is already the 'canary'" in capsys.readouterr().err
         assert config_labels(config) == {"stable": 1, "canary": 2}
         for server in servers:
             assert labels_served(server) == {
@@ -142,6 +145,10 @@ def test_publish_canary_promote_rollback_under_load(fleet, exported_version, cap
 
         assert rollout(["promote", *targets]) == 0
         assert config_labels(config) == {"stable": 2, "previous": 1}
+        assert rollout(["status", *targets]) == 0
+        status = capsys.readouterr().out
+        assert "models.config: versions [1, 2], labels {'previous': 1, 'stable': 2}" in status
+        assert status.count("labels {'previous': 1, 'stable': 2}") == 3  # the file + 2 servers
         for server in servers:
             assert labels_served(server) == {
                 "stable": 2,

@@ -62,7 +62,7 @@ def comparison(**changes) -> Comparison:
         max_shift=0.2,
         p99_ms={"stable": 10.0, "canary": 12.0},
         errors={"stable": 0, "canary": 0},
-        server_errors=0,
+        server_requests=(0, 200),
     )
     return Comparison(**(values | changes))
 
@@ -71,14 +71,15 @@ def comparison(**changes) -> Comparison:
     ("changes", "failing"),
     [
         ({}, []),
-        ({"agreement": 0.90}, ["label agreement"]),
+        ({"agreement": 0.85}, ["label agreement"]),
         ({"mean_shift": 0.2}, ["mean probability shift"]),
         ({"p99_ms": {"stable": 10.0, "canary": 16.0}}, ["p99 latency"]),
         # 5 ms of slack: a fast model's p99 may double without failing on noise.
         ({"p99_ms": {"stable": 1.0, "canary": 5.9}}, []),
         ({"errors": {"stable": 0, "canary": 1}}, ["canary errors"]),
-        ({"server_errors": 3}, ["non-OK requests"]),
-        ({"server_errors": None}, []),
+        ({"server_requests": (1, 200)}, []),  # 0.5 %: someone's bad request, within 1 %
+        ({"server_requests": (3, 200)}, ["servers' metrics"]),
+        ({"server_requests": None}, []),
     ],
 )
 def test_the_verdict_names_each_failed_check(changes, failing):
