@@ -14,8 +14,8 @@ RUN pip install --no-cache-dir --constraint /app/requirements.lock boto3 protobu
       tensorflow-serving-api
 
 # Exactly the modules the sidecar imports (a test checks the list).
-COPY serving/__init__.py serving/contract.py serving/versions.py serving/repository.py \
-     serving/s3_sync.py /app/serving/
+COPY serving/__init__.py serving/contract.py serving/model_config.py serving/versions.py \
+     serving/repository.py serving/s3_sync.py /app/serving/
 
 USER ${SYNC_UID}:${SYNC_UID}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

@@ -57,6 +57,8 @@ from serving.cli_args import DEFAULT_TIMEOUT_SECONDS, EXIT_FAILED, EXIT_OK, EXIT
 from serving.client import RequestError, RestClient
 from serving.contract import MODEL_NAME, REST_PORT
 from serving.loadtest import LoadTestError, read_reviews
+from serving.model_config import ModelConfigError, read_model_server_config
+from serving.model_config import model_entry as find_model
 from serving.repository import FolderRepository, RepositoryError, open_repository
 from serving.versions import version_number
 
@@ -72,6 +74,8 @@ KUSTOMIZE_LABELS = {
     "app.kubernetes.io/managed-by": "kustomize",
 }
 METRICS_PATH = "/monitoring/prometheus/metrics"
+# Latency samples per label in a canary comparison, at least.
+MIN_REQUESTS_PER_LABEL = 300
 
 
 class RolloutError(Exception):
@@ -84,24 +88,18 @@ class RolloutError(Exception):
 
 def read_config(path: Path) -> model_server_config_pb2.ModelServerConfig:
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise RolloutError(f"cannot read {path}: {error}") from error
-    config = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as error:
-        raise RolloutError(f"{path}: {error}") from error
-    return config
+        return read_model_server_config(path)
+    except ModelConfigError as error:
+        raise RolloutError(str(error)) from error
 
 
 def model_entry(
     config: model_server_config_pb2.ModelServerConfig, model_name: str = MODEL_NAME
 ) -> model_server_config_pb2.ModelConfig:
-    for model in config.model_config_list.config:
-        if model.name == model_name:
-            return model
-    raise RolloutError(f"models.config configures no model named {model_name!r}")
+    try:
+        return find_model(config, model_name)
+    except ModelConfigError as error:
+        raise RolloutError(str(error)) from error
 
 
 def labels_of(model: model_server_config_pb2.ModelConfig) -> dict[str, int]:
@@ -329,7 +327,8 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class Comparison:
-    reviews: int
+    reviews: int  # distinct reference reviews (agreement and shift are over these)
+    requests: int  # requests per label (latency and errors are over these)
     agreement: float
     mean_shift: float
     max_shift: float
@@ -341,8 +340,7 @@ class Comparison:
     def checks(self, limits: Thresholds) -> list[tuple[str, bool]]:
         stable_p99, canary_p99 = self.p99_ms[STABLE], self.p99_ms[CANARY]
         allowed_p99 = max(stable_p99 * limits.max_p99_ratio, stable_p99 + limits.max_p99_slack_ms)
-        requests = max(self.reviews, 1)
-        error_rate = self.errors[CANARY] / requests
+        error_rate = self.errors[CANARY] / max(self.requests, 1)
         checks = [
             (
                 f"label agreement {self.agreement:.1%} (minimum {limits.min_agreement:.1%})",
@@ -359,7 +357,7 @@ class Comparison:
                 canary_p99 <= allowed_p99,
             ),
             (
-                f"canary errors {self.errors[CANARY]}/{self.reviews} "
+                f"canary errors {self.errors[CANARY]}/{self.requests} requests "
                 f"(maximum rate {limits.max_error_rate:.1%}), stable errors {self.errors[STABLE]}",
                 error_rate <= limits.max_error_rate,
             ),
@@ -406,16 +404,22 @@ def server_request_counts(url: str) -> tuple[int, int] | None:
     return non_ok, total
 
 
-def compare(urls: Sequence[str], reviews: Sequence[str]) -> Comparison:
+def compare(
+    urls: Sequence[str], reviews: Sequence[str], min_requests: int = MIN_REQUESTS_PER_LABEL
+) -> Comparison:
     """Sends every review, one per request, to ``stable`` and ``canary`` in turn, spread over
-    the servers; the two labels see the same load at the same time."""
+    the servers; the two labels see the same load at the same time. A short reference set is
+    sent again until each label has ``min_requests`` latencies (a p99 of 32 samples would be
+    their maximum, one noisy request); agreement counts each review once."""
     before = [server_request_counts(url) for url in urls]
     latencies: dict[str, list[float]] = {STABLE: [], CANARY: []}
     errors = {STABLE: 0, CANARY: 0}
     shifts, agree = [], 0
     clients = [RestClient(url, timeout=DEFAULT_TIMEOUT_SECONDS) for url in urls]
     try:
-        for index, review in enumerate(reviews):
+        rounds = max(1, math.ceil(min_requests / max(len(reviews), 1)))
+        for index, review in enumerate(list(reviews) * rounds):
+            first_round = index < len(reviews)
             client = clients[index % len(clients)]
             answers = {}
             order = (STABLE, CANARY) if index % 2 == 0 else (CANARY, STABLE)
@@ -427,7 +431,7 @@ def compare(urls: Sequence[str], reviews: Sequence[str]) -> Comparison:
                     errors[label] += 1
                     continue
                 latencies[label].append((time.perf_counter() - started) * 1000)
-            if len(answers) == 2:
+            if len(answers) == 2 and first_round:
                 agree += answers[STABLE].label == answers[CANARY].label
                 shifts.append(abs(answers[STABLE].probability - answers[CANARY].probability))
     finally:
@@ -443,6 +447,7 @@ def compare(urls: Sequence[str], reviews: Sequence[str]) -> Comparison:
         )
     return Comparison(
         reviews=len(reviews),
+        requests=len(reviews) * rounds,
         agreement=agree / max(len(shifts), 1),
         mean_shift=sum(shifts) / max(len(shifts), 1),
         max_shift=max(shifts, default=0.0),
@@ -737,7 +742,10 @@ def _canary(rollout: Rollout, args: argparse.Namespace) -> bool:
         result = compare(urls, reviews)
     limits = Thresholds(**{name: getattr(args, name) for name in Thresholds.__dataclass_fields__})
     checks = result.checks(limits)
-    print(f"==> Canary version {version} vs {STABLE} on {result.reviews} reference reviews")
+    print(
+        f"==> Canary version {version} vs {STABLE}: {result.reviews} reference reviews, "
+        f"{result.requests} requests to each label"
+    )
     for text, ok in checks:
         print(f"    {'ok  ' if ok else 'FAIL'} {text}")
     passed = all(ok for _, ok in checks)

@@ -39,37 +39,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.contract import MODEL_NAME
+from serving.model_config import ModelConfigError, model_entry, read_model_server_config
 from serving.repository import RepositoryError, S3Repository, verify_copy
 from serving.versions import version_folders
 
 logger = logging.getLogger("s3_sync")
 
 STAGING_PREFIX = ".sync-"
-
-
-class ConfigError(Exception):
-    """models.config cannot be read or does not configure the model."""
-
-
-def read_model_config(path: Path, model_name: str) -> model_server_config_pb2.ModelConfig:
-    """The ``model_name`` entry of a text-format ``ModelServerConfig`` file."""
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error}") from error
-    config = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as error:
-        raise ConfigError(f"{path}: {error}") from error
-    for model in config.model_config_list.config:
-        if model.name == model_name:
-            return model
-    raise ConfigError(f"{path} configures no model named {model_name!r}")
 
 
 def wanted_versions(model: model_server_config_pb2.ModelConfig, published: list[int]) -> set[int]:
@@ -109,8 +88,8 @@ class Syncer:
         """One pass; True when every wanted version is on disk."""
         self.target.mkdir(parents=True, exist_ok=True)
         try:
-            model = read_model_config(self.model_config, self.model_name)
-        except ConfigError as error:
+            model = model_entry(read_model_server_config(self.model_config), self.model_name)
+        except ModelConfigError as error:
             self.report(f"config: {error}", f"Keeping the last good config: {error}")
             if self._wanted is None:
                 return False

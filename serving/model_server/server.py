@@ -29,6 +29,7 @@ from waitress.server import create_server
 
 from serving.cli_args import EXIT_OK, bool_flag, parse_args, usable_cpus
 from serving.contract import GRPC_PORT
+from serving.model_config import ModelConfigError, read_model_server_config
 from serving.model_server.batching import BatchingOptions, BatchScheduler
 from serving.model_server.config_protos import MonitoringConfig
 from serving.model_server.errors import ServingError
@@ -107,17 +108,9 @@ def model_server_config(options: ServerOptions) -> model_server_config_pb2.Model
     if options.model_config_file:
         path = Path(options.model_config_file)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise StartupError(f"Cannot read --model_config_file {path}: {error}") from error
-        config = model_server_config_pb2.ModelServerConfig()
-        try:
-            text_format.Parse(text, config)
-        except text_format.ParseError as error:
-            raise StartupError(
-                f"Error parsing text-format tensorflow.serving.ModelServerConfig: {error}; "
-                f"INVALID_ARGUMENT: Invalid protobuf file: '{path}'"
-            ) from error
+            config = read_model_server_config(path)
+        except ModelConfigError as error:
+            raise StartupError(f"--model_config_file: {error}") from error
         if config.WhichOneof("config") != "model_config_list":
             raise StartupError(f"{path}: only model_config_list is supported")
     else:

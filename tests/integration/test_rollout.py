@@ -115,20 +115,23 @@ def fleet(tmp_path, exported_version):
         )
         server.start(load_timeout=120)
         servers.append(server)
+    # The servers share 2 cores with the background load and the test itself: latency is noise
+    # here, so the flow tests do not judge it (tests/unit/test_rollout.py tests that verdict).
     targets = ["--config", str(config), "--timeout", "60"]
+    relaxed = ["--max-p99-slack-ms", "10000"]
     for server in servers:
         targets += ["--rest-url", f"http://127.0.0.1:{server.rest_port}"]
-    yield repository, config, servers, targets
+    yield repository, config, servers, targets, relaxed
     for server in servers:
         server.stop(grace_seconds=2)
 
 
 def test_publish_canary_promote_rollback_under_load(fleet, exported_version, capsys):
-    repository, config, servers, targets = fleet
+    repository, config, servers, targets, relaxed = fleet
     with BackgroundLoad(servers) as load:
         assert rollout(["publish", "--repository", str(repository),
                         "--version-dir", str(exported_version), "--version", "2"]) == 0  # fmt: skip
-        assert rollout(["canary", *targets]) == 0
+        assert rollout(["canary", *targets, *relaxed]) == 0
         output = capsys.readouterr().out
         assert "Verdict: PASS" in output and "label agreement 100.0%" in output
         assert "servers' metrics during the comparison: 0 non-OK of" in output
@@ -163,7 +166,7 @@ def test_publish_canary_promote_rollback_under_load(fleet, exported_version, cap
         assert "Rolled back: 'stable' is version 1" in capsys.readouterr().out
 
         # A second canary, withdrawn before promotion: stable never moves.
-        assert rollout(["canary", *targets, "--version", "2"]) == 0
+        assert rollout(["canary", *targets, *relaxed, "--version", "2"]) == 0
         assert rollout(["rollback", *targets]) == 0
         assert config_labels(config) == {"stable": 1}
         for server in servers:
@@ -175,7 +178,7 @@ def test_publish_canary_promote_rollback_under_load(fleet, exported_version, cap
 
 
 def test_a_version_that_fails_to_load_is_taken_out_and_stable_keeps_serving(fleet, capsys):
-    repository, config, servers, targets = fleet
+    repository, config, servers, targets, _ = fleet
     broken = repository / "3"
     broken.mkdir()
     (broken / "saved_model.pb").write_bytes(b"this is not a protobuf")
@@ -196,7 +199,7 @@ def test_a_version_that_fails_to_load_is_taken_out_and_stable_keeps_serving(flee
 
 
 def test_bad_requests_are_refused_with_a_reason_and_change_nothing(fleet, tmp_path, capsys):
-    repository, config, _, targets = fleet
+    repository, config, _, targets, _ = fleet
     before = config.read_text()
     cases = [
         (["canary", *targets, "--version", "7"], "version 7 is not published"),
@@ -251,7 +254,7 @@ elif "port-forward" in args:
 def test_the_same_steps_through_kubectl(fleet, tmp_path, exported_version, monkeypatch):
     """--namespace: the rollout edits the overlay's file, applies it as the ConfigMap and reaches
     each pod through its own port-forward (kubectl faked over the local servers)."""
-    repository, mounted, servers, _ = fleet
+    repository, mounted, servers, _, relaxed = fleet
     overlay_file = tmp_path / "overlay-models.config"
     overlay_file.write_text(mounted.read_text())
     kubectl = tmp_path / "kubectl"
@@ -268,7 +271,7 @@ def test_the_same_steps_through_kubectl(fleet, tmp_path, exported_version, monke
     assert rollout(["publish", "--repository", str(repository),
                     "--version-dir", str(exported_version), "--version", "2"]) == 0  # fmt: skip
     with BackgroundLoad(servers) as load:
-        assert rollout(["canary", *cluster]) == 0
+        assert rollout(["canary", *cluster, *relaxed]) == 0
         assert rollout(["promote", *cluster]) == 0
         for server in servers:
             assert labels_served(server) == {
@@ -286,3 +289,18 @@ def test_the_same_steps_through_kubectl(fleet, tmp_path, exported_version, monke
         m == {"labels": KUSTOMIZE_LABELS, "name": "imdb-models", "namespace": "imdb-serving"}
         for m in applied
     )
+
+
+def test_the_gcs_backend_writes_through_tf_gfile(tmp_path, exported_version):
+    """GcsRepository on a local path: the same tf.io.gfile calls that write gs:// (no GCS
+    emulator here); the manifest comes last and the copy verifies."""
+    from serving.repository import GcsRepository, RepositoryError, verify_copy
+
+    repository = GcsRepository(str(tmp_path / "bucket" / "imdb"))
+    assert repository.published_versions() == []
+    manifest = repository.publish(exported_version, 4)
+    assert repository.published_versions() == [4]
+    assert repository.manifest(4) == manifest
+    verify_copy(tmp_path / "bucket" / "imdb" / "4", manifest)
+    with pytest.raises(RepositoryError, match="already published"):
+        repository.publish(exported_version, 4)

@@ -57,6 +57,7 @@ def test_the_sync_wants_what_the_policy_and_labels_name():
 def comparison(**changes) -> Comparison:
     values = dict(
         reviews=100,
+        requests=300,
         agreement=0.99,
         mean_shift=0.01,
         max_shift=0.2,
