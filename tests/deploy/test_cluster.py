@@ -1,7 +1,8 @@
 """Against a real cluster, when one is named: the API server accepts every object of an overlay.
 
 Opt-in, because it talks to whatever cluster a kubectl context points at: set
-``K8S_TEST_CONTEXT`` to the context and ``K8S_TEST_OVERLAY`` to ``gke`` or ``eks``. The test runs
+``K8S_TEST_CONTEXT`` to the context and ``K8S_TEST_OVERLAY`` to an overlay of ``k8s/overlays``
+(``gke``, ``eks``, ``gke-repository``, ``eks-repository``). The test runs
 ``kubectl apply --dry-run=server``, so the API server validates every object, custom resources
 and admission webhooks included, and persists nothing. Without the variables, or when the
 cluster does not answer, the test is skipped with the reason.
@@ -14,6 +15,7 @@ import subprocess
 
 import pytest
 
+from tests.deploy.manifests import OVERLAYS
 from tests.helpers import K8S_NAMESPACE, run_tool
 
 pytestmark = pytest.mark.k8s
@@ -23,8 +25,11 @@ pytestmark = pytest.mark.k8s
 def cluster(tools_bin) -> tuple[str, str]:
     """(kubectl context, overlay) of the cluster named by the environment."""
     context, overlay = os.environ.get("K8S_TEST_CONTEXT"), os.environ.get("K8S_TEST_OVERLAY")
-    if not context or overlay not in ("gke", "eks"):
-        pytest.skip("no cluster named: set K8S_TEST_CONTEXT and K8S_TEST_OVERLAY=gke|eks")
+    if not context or overlay not in [o.removeprefix("overlays/") for o in OVERLAYS[1:]]:
+        pytest.skip(
+            "no cluster named: set K8S_TEST_CONTEXT and "
+            "K8S_TEST_OVERLAY=gke|eks|gke-repository|eks-repository"
+        )
     try:
         answer = run_tool(
             tools_bin, "kubectl", "--context", context, "version", "--request-timeout=10s"
