@@ -321,13 +321,15 @@ class S3Repository:
         return sorted(v for v in versions if self._exists(self._key(v, MANIFEST_NAME)))
 
     def _exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
+            raise RepositoryError(f"cannot read s3://{self.bucket}/{key}: {error}") from error
+        except BotoCoreError as error:  # no connection, no credentials, ...
             raise RepositoryError(f"cannot read s3://{self.bucket}/{key}: {error}") from error
         return True
 

@@ -114,6 +114,11 @@ def test_unreachable_or_missing_bucket_is_a_clear_error(s3_endpoint):
         S3Repository(
             REPOSITORY, endpoint_url=f"http://127.0.0.1:{free_port()}"
         ).published_versions()
+    unreachable = S3Repository(REPOSITORY, endpoint_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(
+        RepositoryError, match=r"cannot read s3://models-test/imdb/1/PUBLISHED\.json"
+    ):
+        unreachable.manifest(1)
     with pytest.raises(RepositoryError, match="unsupported repository scheme"):
         open_repository("ftp://example.com/imdb")
 
