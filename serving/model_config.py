@@ -10,6 +10,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving.contract import MODEL_NAME
+
 
 class ModelConfigError(Exception):
     """The file cannot be read or parsed, or lacks the model; the message says which."""
@@ -38,7 +40,7 @@ def read_model_server_config(path: str | Path) -> model_server_config_pb2.ModelS
 
 
 def model_entry(
-    config: model_server_config_pb2.ModelServerConfig, model_name: str
+    config: model_server_config_pb2.ModelServerConfig, model_name: str = MODEL_NAME
 ) -> model_server_config_pb2.ModelConfig:
     """The ``model_config_list`` entry named ``model_name``."""
     for model in config.model_config_list.config:

@@ -30,13 +30,12 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from serving.versions import version_number
+from serving.versions import version_folders, version_number
 
 MANIFEST_NAME = "PUBLISHED.json"
 MANIFEST_FORMAT = 1
@@ -171,23 +170,22 @@ class FolderRepository:
     def version_url(self, version: int) -> str:
         return str(self.path / str(version))
 
-    def _versions(self) -> Iterator[tuple[int, Path]]:
-        if not self.path.is_dir():
-            return
-        for child in sorted(self.path.iterdir()):
-            number = version_number(child.name)
-            if number is not None and child.is_dir():
-                yield number, child
+    def _versions(self) -> dict[int, Path]:
+        try:
+            return version_folders(self.path)
+        except FileNotFoundError:
+            return {}
 
     def published_versions(self) -> list[int]:
-        return sorted(n for n, folder in self._versions() if (folder / MANIFEST_NAME).is_file())
+        versions = self._versions().items()
+        return sorted(n for n, folder in versions if (folder / MANIFEST_NAME).is_file())
 
     def manifest(self, version: int) -> Manifest | None:
-        for number, folder in self._versions():
-            if number == version and (folder / MANIFEST_NAME).is_file():
-                where = str(folder / MANIFEST_NAME)
-                return Manifest.from_json((folder / MANIFEST_NAME).read_text(), where)
-        return None
+        folder = self._versions().get(version)
+        if folder is None or not (folder / MANIFEST_NAME).is_file():
+            return None
+        where = str(folder / MANIFEST_NAME)
+        return Manifest.from_json((folder / MANIFEST_NAME).read_text(), where)
 
     def publish(self, version_dir: Path, version: int) -> Manifest:
         _check_new_version(self, version)

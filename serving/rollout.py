@@ -56,9 +56,8 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving.cli_args import DEFAULT_TIMEOUT_SECONDS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, parse_args
 from serving.client import RequestError, RestClient
 from serving.contract import MODEL_NAME, REST_PORT
-from serving.loadtest import LoadTestError, read_reviews
-from serving.model_config import ModelConfigError, read_model_server_config
-from serving.model_config import model_entry as find_model
+from serving.loadtest import LoadTestError, percentile, read_reviews
+from serving.model_config import ModelConfigError, model_entry, read_model_server_config
 from serving.repository import FolderRepository, RepositoryError, open_repository
 from serving.versions import version_number
 
@@ -84,22 +83,6 @@ class RolloutError(Exception):
 
 # ------------------------------------------------------------------------------------------------
 # models.config: the rollout state
-
-
-def read_config(path: Path) -> model_server_config_pb2.ModelServerConfig:
-    try:
-        return read_model_server_config(path)
-    except ModelConfigError as error:
-        raise RolloutError(str(error)) from error
-
-
-def model_entry(
-    config: model_server_config_pb2.ModelServerConfig, model_name: str = MODEL_NAME
-) -> model_server_config_pb2.ModelConfig:
-    try:
-        return find_model(config, model_name)
-    except ModelConfigError as error:
-        raise RolloutError(str(error)) from error
 
 
 def labels_of(model: model_server_config_pb2.ModelConfig) -> dict[str, int]:
@@ -236,59 +219,59 @@ def _run(command: list[str], stdin: str | None = None) -> str:
 
 
 def wait_for_all(
-    urls: Sequence[str],
-    problem: Callable[[RestClient], str | None],
-    what: str,
-    timeout: float,
-    give_up: Callable[[RestClient], str | None] = lambda client: None,
+    urls: Sequence[str], problem: Callable[[RestClient], str | None], what: str, timeout: float
 ) -> None:
     """Polls every server until ``problem`` returns None for each.
 
+    ``problem`` returns what still keeps a server from the goal, or raises RolloutError when it
+    never will (a version that failed to load).
+
     Raises:
-        RolloutError: ``give_up`` returned a reason for some server, or the timeout passed
-            (naming the server and its last problem).
+        RolloutError: a server can never get there, or the timeout passed (naming each server
+            still pending and its last problem).
     """
     deadline = time.monotonic() + timeout
-    pending = list(urls)
+    clients = {url: RestClient(url, timeout=DEFAULT_TIMEOUT_SECONDS) for url in urls}
     last: dict[str, str] = {}
-    while pending:
-        for url in list(pending):
-            with RestClient(url, timeout=DEFAULT_TIMEOUT_SECONDS) as client:
-                fatal = give_up(client)
-                if fatal:
-                    raise RolloutError(f"{url}: {fatal}")
-                found = problem(client)
-            if found is None:
-                pending.remove(url)
-            else:
-                last[url] = found
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            details = "; ".join(f"{url}: {last.get(url, '?')}" for url in pending)
-            raise RolloutError(f"timed out after {timeout:.0f} s waiting until {what} ({details})")
-        time.sleep(0.5)
-
-
-def _state_problem(client: RestClient, version: int) -> str | None:
     try:
-        states = {status.version: status for status in client.status()}
-    except RequestError as error:
-        return str(error)
-    status = states.get(version)
-    if status is None:
-        return f"version {version} not known yet"
-    return None if status.state == "AVAILABLE" else f"version {version} is {status.state}"
+        while clients:
+            for url, client in list(clients.items()):
+                try:
+                    found = problem(client)
+                except RolloutError as error:
+                    raise RolloutError(f"{url}: {error}") from error
+                if found is None:
+                    clients.pop(url).close()
+                else:
+                    last[url] = found
+            if not clients:
+                return
+            if time.monotonic() > deadline:
+                details = "; ".join(f"{url}: {last.get(url, '?')}" for url in clients)
+                raise RolloutError(
+                    f"timed out after {timeout:.0f} s waiting until {what} ({details})"
+                )
+            time.sleep(0.5)
+    finally:
+        for client in clients.values():
+            client.close()
 
 
-def _load_failure(client: RestClient, version: int) -> str | None:
+def _available_problem(client: RestClient, version: int) -> str | None:
+    """None once ``version`` is AVAILABLE on this server.
+
+    Raises:
+        RolloutError: the version failed to load (END with an error: TF Serving does not retry).
+    """
     try:
         status = {s.version: s for s in client.status()}.get(version)
-    except RequestError:
-        return None
-    if status is not None and status.state == "END" and status.error_code != "OK":
-        return f"version {version} failed to load: {status.error_message}"
-    return None
+    except RequestError as error:
+        return str(error)
+    if status is None:
+        return f"version {version} not known yet"
+    if status.state == "END" and status.error_code != "OK":
+        raise RolloutError(f"version {version} failed to load: {status.error_message}")
+    return None if status.state == "AVAILABLE" else f"version {version} is {status.state}"
 
 
 def _label_problem(client: RestClient, label: str, version: int | None) -> str | None:
@@ -373,13 +356,6 @@ class Comparison:
                 )
             )
         return checks
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def server_request_counts(url: str) -> tuple[int, int] | None:
@@ -480,7 +456,7 @@ class Rollout:
         self.fleet.apply(self.config_path, dry_run=False)
 
     def state(self) -> tuple[model_server_config_pb2.ModelServerConfig, list[int], dict[str, int]]:
-        config = read_config(self.config_path)
+        config = read_model_server_config(self.config_path)
         model = model_entry(config, self.model_name)
         labels = labels_of(model)
         if STABLE not in labels:
@@ -490,15 +466,11 @@ class Rollout:
             )
         return config, list(model.model_version_policy.specific.versions), labels
 
-    def repository_url(self, given: str | None) -> str:
-        if given:
-            return given
-        config, _, _ = self.state()
-        return model_entry(config, self.model_name).base_path
-
-    def canary(self, version: int | None, repository_url: str) -> int:
+    def canary(self, version: int | None, repository_url: str | None) -> int:
+        """Returns the canary's version. ``repository_url`` defaults to the config's base path."""
         config, _, labels = self.state()
         stable = labels[STABLE]
+        repository_url = repository_url or model_entry(config, self.model_name).base_path
         repository = open_repository(repository_url)
         if isinstance(repository, FolderRepository) and not repository.path.is_dir():
             raise RolloutError(
@@ -536,10 +508,9 @@ class Rollout:
             try:
                 wait_for_all(
                     urls,
-                    lambda client: _state_problem(client, version),
+                    lambda client: _available_problem(client, version),
                     f"version {version} is AVAILABLE on every server",
                     self.timeout,
-                    give_up=lambda client: _load_failure(client, version),
                 )
             except RolloutError as error:
                 self._apply(config, f"Restoring the previous models.config ({STABLE} unchanged)")
@@ -732,7 +703,7 @@ def _canary(rollout: Rollout, args: argparse.Namespace) -> bool:
     from serving.smoke import run as smoke
 
     reviews = read_reviews(args.reviews)[: max(args.max_reviews, 1)]
-    version = rollout.canary(args.version, rollout.repository_url(args.repository))
+    version = rollout.canary(args.version, args.repository)
     if rollout.dry_run:
         return True
     with rollout.fleet.endpoints() as urls:
@@ -782,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Promoted: '{STABLE}' is version {rollout.promote()}")
         elif args.verb == "rollback":
             print(f"Rolled back: '{STABLE}' is version {rollout.rollback()}")
-    except (RolloutError, RepositoryError, RequestError, LoadTestError) as error:
+    except (RolloutError, RepositoryError, RequestError, LoadTestError, ModelConfigError) as error:
         print(f"rollout: {error}", file=sys.stderr)
         return EXIT_FAILED
     except ValueError as error:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PROJECT_ROOT, TINY_TRAINING, free_port
+from tests.helpers import PROJECT_ROOT, TINY_TRAINING, loopback_server
 from training.config import MODEL_FAMILIES
 
 # Quiet TensorFlow's C++ logging in the test process and in the servers it starts.
@@ -50,19 +50,12 @@ def exported_version(trained_model) -> Path:
 @pytest.fixture(scope="module")
 def local_server(trained_model) -> Iterator:
     """The local server in this process, serving the tiny model over REST and gRPC."""
-    from serving.model_server.server import ModelServer, ServerOptions
-
     base_dir, _ = trained_model
-    server = ModelServer(
-        ServerOptions(
-            port=free_port(),
-            rest_api_port=free_port(),
-            model_name="imdb",
-            model_base_path=str(base_dir),
-            bind_address="127.0.0.1",
-            enable_grpc_healthcheck_service=True,
-            max_request_bytes=4 * 1024 * 1024,
-        )
+    server = loopback_server(
+        model_name="imdb",
+        model_base_path=str(base_dir),
+        enable_grpc_healthcheck_service=True,
+        max_request_bytes=4 * 1024 * 1024,
     )
     server.start(load_timeout=120)
     yield server
@@ -84,23 +77,12 @@ def server_on_copy(tmp_path, exported_version) -> Iterator[Callable]:
     """Starts the local server in this process on a copy of the exported version (as version 1
     under ``tmp_path/imdb``), with extra ``ServerOptions``; returns (server, base path). Every
     server it started is stopped after the test."""
-    from serving.model_server.server import ModelServer, ServerOptions
-
     started = []
 
     def start(**options):
         base = tmp_path / "imdb"
         shutil.copytree(exported_version, base / "1")
-        server = ModelServer(
-            ServerOptions(
-                port=free_port(),
-                rest_api_port=free_port(),
-                model_name="imdb",
-                model_base_path=str(base),
-                bind_address="127.0.0.1",
-                **options,
-            )
-        )
+        server = loopback_server(model_name="imdb", model_base_path=str(base), **options)
         server.start(load_timeout=120)
         started.append(server)
         return server, base

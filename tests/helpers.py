@@ -34,6 +34,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def loopback_server(**options):
+    """A local server (not started) on free loopback ports, with extra ``ServerOptions``."""
+    from serving.model_server.server import ModelServer, ServerOptions
+
+    return ModelServer(
+        ServerOptions(
+            port=free_port(), rest_api_port=free_port(), bind_address="127.0.0.1", **options
+        )
+    )
+
+
 def run_python(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     """Runs ``python <args>`` from the project root with the test environment."""
     return subprocess.run(

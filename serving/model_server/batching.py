@@ -31,9 +31,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from google.protobuf import (
-    text_format,
-)
+from google.protobuf import text_format
 
 from serving.cli_args import usable_cpus
 from serving.model_server.config_protos import BatchingParameters

@@ -26,7 +26,7 @@ from tests.deploy.manifests import (
     find,
     run_deploy,
 )
-from tests.helpers import K8S_NAMESPACE, PROJECT_ROOT, run_tool
+from tests.helpers import K8S_NAMESPACE, PROJECT_ROOT, loopback_server, run_tool
 
 # Kubernetes minors validated against: supported by both GKE and EKS at the time of writing.
 KUBERNETES_VERSIONS = ("1.33.0", "1.35.0")
@@ -331,8 +331,6 @@ def test_eks_nlb_checks_the_model_and_drains_before_stopping(rendered):
 
 def test_the_images_models_config_is_served_by_the_local_server(tmp_path, exported_version):
     from serving.client import RestClient
-    from serving.model_server.server import ModelServer, ServerOptions
-    from tests.helpers import free_port
 
     base = tmp_path / "imdb"
     shutil.copytree(exported_version, base / "7")
@@ -343,18 +341,11 @@ def test_the_images_models_config_is_served_by_the_local_server(tmp_path, export
             contract.CONTAINER_MODEL_BASE_PATH, str(base)
         )
     )
-    server = ModelServer(
-        ServerOptions(
-            port=free_port(),
-            rest_api_port=free_port(),
-            model_config_file=str(config),
-            bind_address="127.0.0.1",
-            grpc_channel_arguments=next(
-                a.split("=", 1)[1]
-                for a in dockerfile_cmd()
-                if a.startswith("--grpc_channel_arguments")
-            ),
-        )
+    server = loopback_server(
+        model_config_file=str(config),
+        grpc_channel_arguments=next(
+            a.split("=", 1)[1] for a in dockerfile_cmd() if a.startswith("--grpc_channel_arguments")
+        ),
     )
     server.start(load_timeout=60)
     try:

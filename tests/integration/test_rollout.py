@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from serving.client import GrpcClient, RequestError, RestClient
-from serving.model_server.server import ModelServer, ServerOptions
-from serving.rollout import KUSTOMIZE_LABELS, read_config
+from serving.model_config import read_model_server_config as read_config
+from serving.model_server.server import ModelServer
+from serving.rollout import KUSTOMIZE_LABELS
 from serving.rollout import main as rollout
-from tests.helpers import PROJECT_ROOT, free_port
+from tests.helpers import PROJECT_ROOT, loopback_server
 
 REVIEW = "A wonderful, brilliant film. I loved every minute of it."
 # One export, tiny and fast to load: the flow is the same for both model families.
@@ -101,17 +102,12 @@ def fleet(tmp_path, exported_version):
     assert rollout(["init", "--config", str(config), "--repository", str(repository)]) == 0
     servers = []
     for _ in range(2):
-        server = ModelServer(
-            ServerOptions(
-                port=free_port(),
-                rest_api_port=free_port(),
-                bind_address="127.0.0.1",
-                model_config_file=str(config),
-                model_config_file_poll_wait_seconds=0.2,
-                file_system_poll_wait_seconds=0.2,
-                max_num_load_retries=0,
-                monitoring_config_file=str(PROJECT_ROOT / "k8s/base/config/monitoring.config"),
-            )
+        server = loopback_server(
+            model_config_file=str(config),
+            model_config_file_poll_wait_seconds=0.2,
+            file_system_poll_wait_seconds=0.2,
+            max_num_load_retries=0,
+            monitoring_config_file=str(PROJECT_ROOT / "k8s/base/config/monitoring.config"),
         )
         server.start(load_timeout=120)
         servers.append(server)

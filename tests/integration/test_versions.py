@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from serving.client import GrpcClient, RequestError, RestClient
-from serving.model_server.server import ModelServer, ServerOptions, StartupError
-from tests.helpers import free_port, wait_for
+from serving.model_server.server import ModelServer, StartupError
+from tests.helpers import loopback_server, wait_for
 
 POSITIVE = "A wonderful, brilliant film. I loved every minute of it."
 
@@ -28,15 +28,12 @@ def add_broken_version(base: Path, number: int) -> None:
 
 def make_server(**options) -> ModelServer:
     defaults = dict(
-        port=free_port(),
-        rest_api_port=free_port(),
         model_name="imdb",
-        bind_address="127.0.0.1",
         file_system_poll_wait_seconds=0.2,
         max_num_load_retries=1,
         load_retry_interval_micros=100_000,
     )
-    return ModelServer(ServerOptions(**(defaults | options)))
+    return loopback_server(**(defaults | options))
 
 
 def states(client: RestClient) -> dict[int, str]:

@@ -7,6 +7,9 @@ import os
 
 import pytest
 
+from serving.loadtest import percentile
+from serving.model_config import model_entry
+from serving.model_config import read_model_server_config as read_config
 from serving.repository import (
     MANIFEST_NAME,
     FolderRepository,
@@ -20,9 +23,6 @@ from serving.rollout import (
     Thresholds,
     initial_config,
     labels_of,
-    model_entry,
-    percentile,
-    read_config,
     with_state,
     write_config,
 )
