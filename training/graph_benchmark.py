@@ -7,9 +7,10 @@ review (median and 99th percentile). The graphs:
 - ``mlp-legacy``: the n-gram MLP with the featurizer that ``NgramFeatures`` replaced: n-gram
   *strings* built with ``tf.strings.ngrams`` after the earlier four-pass standardize, looked up
   in a string table, in two string shards. It lives here only, as the reference.
-- ``mlp-no-shards``: today's featurizer (``TextVectorization`` word ids, integer n-gram keys)
-  with the batch not cut into shards, to show what each of the two changes brings.
-- ``mlp``: today's featurizer and serving function, as shipped.
+- ``mlp-no-shards``: today's graph (``TextVectorization`` word ids, integer n-gram keys, the
+  first Dense layer folded with the n-gram weights) with the batch not cut into shards, to show
+  what the shards bring.
+- ``mlp``: today's graph and serving function, as shipped.
 - ``sepcnn``: the sequence CNN as shipped (``TextVectorization`` word ids, cut to a length).
 
 The three MLP graphs share one vocabulary (selected on the training split, as ``make train``
@@ -55,8 +56,9 @@ LATENCY_WARMUP_CALLS = 50
 AGREEMENT_REVIEWS = 2000
 GRAPHS = {
     "mlp-legacy": "n-gram MLP, legacy featurizer: n-gram strings (tf.strings.ngrams), string table",
-    "mlp-no-shards": "n-gram MLP, TextVectorization word ids + integer n-gram keys, batch not cut",
-    "mlp": "n-gram MLP, TextVectorization word ids + integer n-gram keys (shipped)",
+    "mlp-no-shards": "n-gram MLP, TextVectorization ids, integer n-gram keys, folded first layer; "
+    "batch not cut",
+    "mlp": "n-gram MLP, TextVectorization ids, integer n-gram keys, folded first layer (shipped)",
     "sepcnn": "sepCNN, TextVectorization word ids (shipped)",
 }
 

@@ -6,10 +6,12 @@ Both end in the same text model: raw review strings in, probability of a positiv
 from __future__ import annotations
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from serving.contract import INPUT_KEY
 from training.config import TrainConfig
-from training.vectorize import Featurizer
+from training.vectorize import Featurizer, NgramFeatures, inverse_row_norms
 
 
 def build_classifier(num_features: int, config: TrainConfig) -> keras.Model:
@@ -81,10 +83,69 @@ def depthwise_initializer(input_channels: int) -> keras.initializers.Initializer
 def build_text_model(featurizer: Featurizer, classifier: keras.Model) -> keras.Model:
     """Chains the in-graph featurizer and the trained classifier: strings in, [-1, 1] out.
 
-    review -> text_vectorization (word ids) [-> ngram_features] -> classifier.
+    sepCNN: review -> text_vectorization (word ids) -> classifier.
+    MLP: review -> text_vectorization (word ids) -> folded_dense_0 -> the classifier's other
+    layers, where ``folded_dense_0`` is ``ngram_features`` and the classifier's first Dense
+    layer in one step (``FoldedNgramDense``). It copies that layer's weights: build the text
+    model after training.
     """
     reviews = keras.Input(shape=(), dtype="string", name=INPUT_KEY)
-    return keras.Model(reviews, classifier(featurizer(reviews)), name="imdb_sentiment")
+    ids = featurizer.vectorizer(reviews)
+    if featurizer.ngrams is None:
+        return keras.Model(reviews, classifier(ids), name="imdb_sentiment")
+    first, *rest = [
+        layer for layer in classifier.layers if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    hidden = FoldedNgramDense(featurizer.ngrams, first, name=f"folded_{first.name}")(ids)
+    for layer in rest:
+        hidden = layer(hidden)
+    return keras.Model(reviews, hidden, name="imdb_sentiment")
+
+
+class FoldedNgramDense(keras.layers.Layer):
+    """``dense(ngrams(ids))`` for serving: the same output (up to float rounding), faster.
+
+    ``dense``, the MLP's first layer, computes ``activation(x @ kernel + bias)`` over the sparse
+    features ``x``, whose row for a review holds ``w[c] / norm`` for each selected n-gram ``c``
+    in it (``w``: the n-gram weights; ``norm``: the L2 norm of those). So ``x @ kernel`` is
+    ``(sum of w[c] * kernel[c]) / norm``. With the weights folded into the kernel once, here,
+    that is one ``sparse_segment_sum`` over the folded kernel's rows, where Keras' product with a
+    sparse input takes five ops (fill empty rows, unique, two gathers, multiply, segment sum):
+    ``make bench-graph`` measured the whole graph 15% faster. Training keeps the Keras layer.
+    """
+
+    def __init__(self, ngrams: NgramFeatures, dense: keras.layers.Layer, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(dense, keras.layers.Dense):
+            raise TypeError(f"the classifier's first layer must be Dense, got {dense.name!r}")
+        self.ngrams = ngrams
+        self.activation = dense.activation
+        kernel = keras.ops.convert_to_numpy(dense.kernel)
+        feature_weights = keras.ops.convert_to_numpy(ngrams.feature_weights)
+        self.folded_kernel = self.add_weight(
+            shape=kernel.shape, initializer="zeros", trainable=False, name="folded_kernel"
+        )
+        self.folded_kernel.assign(kernel * feature_weights[:, np.newaxis])
+        self.bias = self.add_weight(
+            shape=(dense.units,), initializer="zeros", trainable=False, name="bias"
+        )
+        if dense.use_bias:
+            self.bias.assign(keras.ops.convert_to_numpy(dense.bias))
+
+    def build(self, input_shape: tuple) -> None:
+        self.built = True
+
+    def call(self, ids: tf.RaggedTensor) -> tf.Tensor:
+        rows, columns = self.ngrams.present(ids)
+        batch_size = ids.nrows(out_type=tf.int64)
+        weights = tf.gather(self.ngrams.feature_weights, columns)
+        sums = tf.sparse.segment_sum(self.folded_kernel, columns, rows, num_segments=batch_size)
+        return self.activation(
+            sums * tf.expand_dims(inverse_row_norms(weights, rows, batch_size), 1) + self.bias
+        )
+
+    def compute_output_spec(self, ids: keras.KerasTensor) -> keras.KerasTensor:
+        return keras.KerasTensor((ids.shape[0], self.bias.shape[0]), dtype="float32")
 
 
 def _compiled(model: keras.Model, config: TrainConfig) -> keras.Model:

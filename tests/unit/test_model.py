@@ -1,13 +1,16 @@
-"""The model families at initialisation: shapes, and a signal that reaches the output."""
+"""The model families at initialisation: shapes, a signal that reaches the output, and the
+served MLP equal to the trained one."""
 
 from __future__ import annotations
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from training.config import TrainConfig
-from training.model import build_sepcnn, depthwise_initializer
+from training.model import build_classifier, build_sepcnn, build_text_model, depthwise_initializer
+from training.vectorize import featurize, ngram_featurizer, select_vocabulary
 
 
 def _activations(model: keras.Model, inputs: np.ndarray, layer_names: list[str]) -> list:
@@ -42,3 +45,27 @@ def test_sepcnn_outputs_one_probability_per_review():
     probabilities = np.asarray(model(np.zeros((4, 50), dtype=np.int64)))
     assert probabilities.shape == (4, 1)
     assert ((probabilities > 0) & (probabilities < 1)).all()
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_the_served_mlp_folds_its_first_layer_without_changing_a_prediction(num_layers):
+    texts = ["good film", "bad plot", "very good film", "bad bad film", "plot", "dull"] * 3
+    labels = np.array([1, 0, 1, 0, 1, 0] * 3)
+    featurizer = ngram_featurizer(
+        select_vocabulary(texts, labels, max_features=20, min_document_frequency=1)
+    )
+    keras.utils.set_random_seed(0)
+    classifier = build_classifier(
+        featurizer.ngrams.width, TrainConfig(num_layers=num_layers, hidden_units=8)
+    )
+    first = next(layer for layer in classifier.layers if isinstance(layer, keras.layers.Dense))
+    first.bias.assign(np.linspace(-0.5, 0.5, first.units))
+    reviews = ["Good film, very good.", "bad", "", "unknown words only", "plot plot plot"]
+
+    served = build_text_model(featurizer, classifier)
+    assert f"folded_{first.name}" in [layer.name for layer in served.layers]
+    expected = np.asarray(classifier(featurize(featurizer, reviews), training=False))
+    actual = np.asarray(served(tf.constant(reviews), training=False))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    # Reviews without a known n-gram get the first layer's bias alone, as Keras gives them.
+    assert actual[2] == pytest.approx(actual[3])
