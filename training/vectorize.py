@@ -16,14 +16,16 @@ Both sides tokenise through ``standardize``.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import warnings
 from dataclasses import dataclass
 
 import keras
 import numpy as np
+import pandas as pd
+import scipy.sparse
 import tensorflow as tf
-from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.feature_selection import f_classif
 
 logger = logging.getLogger(__name__)
@@ -130,16 +132,11 @@ def select_vocabulary(
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-    counter = CountVectorizer(
-        tokenizer=whitespace_tokens,
-        token_pattern=None,
-        lowercase=False,
-        ngram_range=(1, ngram_max),
-        min_df=min_document_frequency,
-        binary=True,
-        dtype=np.float32,
+    presence, names = ngram_presence(
+        [whitespace_tokens(text) for text in standardize_texts(texts)],
+        ngram_max,
+        min_document_frequency,
     )
-    presence = counter.fit_transform(standardize_texts(texts))
     if presence.shape[1] == 0:
         raise ValueError(
             f"no n-gram occurs in {min_document_frequency} or more training reviews; "
@@ -152,8 +149,7 @@ def select_vocabulary(
         scores, _ = f_classif(presence, labels)
     # Constant features carry no information; perfect separators rank first.
     scores = np.nan_to_num(scores, nan=0.0, posinf=np.finfo(np.float64).max)
-    # Stable sort on (-score, name) so that the same data gives the same vocabulary.
-    names = counter.get_feature_names_out()
+    # Sorted on (-score, name), so that the same data gives the same vocabulary.
     order = np.lexsort((names, -scores))[:max_features]
     selected = presence[:, order]
     labels = np.asarray(labels)
@@ -173,6 +169,68 @@ def select_vocabulary(
         weighting,
     )
     return Vocabulary(names[order].tolist(), weights.astype(np.float32), ngram_max, weighting)
+
+
+def ngram_presence(
+    documents: list[list[str]], ngram_max: int, min_document_frequency: int
+) -> tuple[scipy.sparse.csr_matrix, np.ndarray]:
+    """Which 1- to ``ngram_max``-grams of consecutive tokens occur in which document.
+
+    The same matrix as scikit-learn's ``CountVectorizer(ngram_range=(1, ngram_max),
+    min_df=min_document_frequency, binary=True)`` over these tokens, with its columns in another
+    order (a test compares the two). CountVectorizer counts n-grams in a Python loop: 15 s of
+    the 16 s that choosing the vocabulary took on the IMDB training split; here n-grams are
+    integers, as in the graph, and counting takes 5 s.
+
+    Returns:
+        (presence, names): a float32 [documents, n-grams] matrix of ones, and each column's
+        n-gram ("word word word"). Columns hold the n-grams in ``min_document_frequency`` or
+        more documents, by length, then in order of first occurrence.
+    """
+    lengths = np.fromiter(map(len, documents), np.int64, len(documents))
+    tokens = np.fromiter(itertools.chain.from_iterable(documents), object, int(lengths.sum()))
+    word_ids, words = pd.factorize(tokens)
+    word_ids = word_ids.astype(np.int64)
+    token_documents = np.repeat(np.arange(len(documents), dtype=np.int64), lengths)
+    rows, columns = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    names, width = [np.zeros(0, object)], 0
+    # ngram_ids numbers the distinct n-grams of the current length, at each start position.
+    ngram_ids, ngram_count = word_ids, len(words)
+    for length in range(1, ngram_max + 1):
+        if length > 1:
+            # The n-gram at position i: the (n-1)-gram at i, then the word at i + n - 1. Its
+            # key is below (tokens)^2, far from int64's limit.
+            ngram_ids, distinct = pd.factorize(ngram_ids[:-1] * len(words) + word_ids[length - 1 :])
+            ngram_ids, ngram_count = ngram_ids.astype(np.int64), len(distinct)
+        # Start positions whose n-gram ends in the same document.
+        stop = max(len(tokens) - length + 1, 0)
+        starts = np.flatnonzero(token_documents[:stop] == token_documents[length - 1 :])
+        if len(starts) == 0:
+            break
+        pairs = pd.unique(token_documents[starts] * ngram_count + ngram_ids[starts])
+        pair_documents, pair_ngrams = np.divmod(pairs, ngram_count)
+        kept = np.flatnonzero(
+            np.bincount(pair_ngrams, minlength=ngram_count) >= min_document_frequency
+        )
+        column_of = np.full(ngram_count, -1, np.int64)
+        column_of[kept] = np.arange(width, width + len(kept))
+        in_kept = column_of[pair_ngrams] >= 0
+        rows.append(pair_documents[in_kept])
+        columns.append(column_of[pair_ngrams[in_kept]])
+        # Each kept n-gram's name, from its first occurrence (assignments from the last start
+        # to the first: the first one wins).
+        first = np.empty(ngram_count, np.int64)
+        first[ngram_ids[starts[::-1]]] = starts[::-1]
+        name = tokens[first[kept]]
+        for offset in range(1, length):
+            name = name + " " + tokens[first[kept] + offset]
+        names.append(name)
+        width += len(kept)
+    rows, columns = np.concatenate(rows), np.concatenate(columns)
+    presence = scipy.sparse.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, columns)), shape=(len(documents), width)
+    )
+    return presence, np.concatenate(names)
 
 
 def text_vectorization(

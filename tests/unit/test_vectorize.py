@@ -11,6 +11,7 @@ from training.vectorize import (
     Vocabulary,
     featurize,
     ngram_featurizer,
+    ngram_presence,
     select_vocabulary,
     standardize_texts,
     whitespace_tokens,
@@ -30,8 +31,8 @@ TRICKY_TEXTS = [
 
 def test_standardize_strips_html_breaks_punctuation_and_case():
     assert [whitespace_tokens(text) for text in standardize_texts(TRICKY_TEXTS[:2])] == [
-        "great movie i loved it dont miss".split(),
-        "ça été très bien 10 10 wasnt it".split(),
+        ["great", "movie", "i", "loved", "it", "dont", "miss"],
+        ["ça", "été", "très", "bien", "10", "10", "wasnt", "it"],
     ]
 
 
@@ -62,6 +63,40 @@ def scikit_learn_presence(vocabulary, texts: list[str]) -> np.ndarray:
         .toarray()
         != 0
     )
+
+
+@pytest.mark.parametrize(("ngram_max", "min_document_frequency"), [(1, 1), (2, 2), (3, 1), (4, 2)])
+def test_ngram_presence_is_scikit_learns_count_vectorizer(ngram_max, min_document_frequency):
+    texts = [
+        *TRICKY_TEXTS,
+        "a a a a",  # one n-gram many times in one review
+        "a",  # shorter than every n-gram but the unigram
+        "bad bad film",
+        "great movie i loved it",
+        "the end",
+    ]
+    documents = [whitespace_tokens(text) for text in standardize_texts(texts)]
+    presence, names = ngram_presence(documents, ngram_max, min_document_frequency)
+    counter = CountVectorizer(
+        tokenizer=whitespace_tokens,
+        token_pattern=None,
+        lowercase=False,
+        ngram_range=(1, ngram_max),
+        min_df=min_document_frequency,
+        binary=True,
+    )
+    expected = counter.fit_transform(standardize_texts(texts)).toarray()
+    assert sorted(names) == counter.get_feature_names_out().tolist()
+    order = np.argsort(names)
+    np.testing.assert_array_equal(presence.toarray()[:, order], expected)
+    assert presence.dtype == np.float32
+
+
+def test_ngram_presence_of_no_words():
+    presence, names = ngram_presence([[], []], 3, 1)
+    assert presence.shape == (2, 0) and names.tolist() == []
+    presence, names = ngram_presence([], 3, 1)
+    assert presence.shape == (0, 0)
 
 
 def test_ngrams_skip_no_unknown_word_and_never_span_two_reviews():
