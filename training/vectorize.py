@@ -1,7 +1,8 @@
 """Tokenisation, n-gram vocabulary selection and the in-graph featurizers.
 
-The vocabulary and its weights are computed outside the graph with scikit-learn, so that the
-feature selection (ANOVA F-value, top k) and naive-Bayes weighting are possible. In the exported
+The vocabulary and its weights are computed outside the graph (n-grams counted with numpy and
+pandas, ranked by scikit-learn's ANOVA F-value), so that the feature selection (top k) and
+naive-Bayes weighting are possible. In the exported
 graph, a ``keras.layers.TextVectorization`` layer (``standardize`` below, whitespace split,
 ``output_mode="int"``) turns review strings into word ids, for both model families:
 - the n-gram MLP: ``NgramFeatures`` finds a word's unigram column by its id, and builds each
