@@ -222,9 +222,10 @@ def ngram_presence(
         # to the first: the first one wins).
         first = np.empty(ngram_count, np.int64)
         first[ngram_ids[starts[::-1]]] = starts[::-1]
-        name = tokens[first[kept]]
+        first = first[kept]
+        name = tokens[first]
         for offset in range(1, length):
-            name = name + " " + tokens[first[kept] + offset]
+            name = name + " " + tokens[first + offset]
         names.append(name)
         width += len(kept)
     rows, columns = np.concatenate(rows), np.concatenate(columns)
@@ -330,11 +331,10 @@ class NgramFeatures(keras.layers.Layer):
     def build(self, input_shape: tuple) -> None:
         self.built = True
 
-    def _columns(self, ids: tf.RaggedTensor) -> tf.Tensor:
+    def _columns(self, values: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
         """[words, longest_ngram]: the columns of the 1- to longest_ngram-grams that start at
-        each word (rows stay in order); 0 for an n-gram not selected or one that would cross a
-        row end."""
-        values, rows = ids.values, ids.value_rowids()
+        each word (``values``: the batch's word ids, ``rows``: the review of each), rows in
+        order; 0 for an n-gram not selected or one that would cross a row end."""
         count = tf.size(values)
         base = tf.constant(self.id_base, tf.int64)
         by_length, key = [tf.gather(self.unigram_columns, values)], values
@@ -349,9 +349,10 @@ class NgramFeatures(keras.layers.Layer):
     def present(self, ids: tf.RaggedTensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(rows, columns) of the distinct (review, selected n-gram) pairs: binary presence,
         each pair once, grouped by row in row order, in order of first occurrence within a row."""
-        columns = self._columns(ids)
+        rows = ids.value_rowids()
+        columns = self._columns(ids.values, rows)
         width = tf.constant(self.width, tf.int64)
-        pairs = tf.expand_dims(ids.value_rowids() * width, 1) + columns
+        pairs = tf.expand_dims(rows * width, 1) + columns
         pairs = tf.unique(tf.boolean_mask(pairs, columns > 0)).y
         return pairs // width, pairs % width
 
