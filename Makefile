@@ -56,7 +56,7 @@ PYTEST_ARGS ?=
 # Quiet TensorFlow's C++ start-up chatter in every command below.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help env tools system-tools demo test test-slow explore train tune bench-train bench-graph serve smoke metrics loadtest capacity bench-serve docker-build deploy rollback \
+.PHONY: help env tools system-tools docker-engine docker-engine-stop docker-standin demo test test-slow explore train tune bench-train bench-graph serve smoke metrics loadtest capacity bench-serve docker-build deploy rollback \
 	deploy-smoke publish canary promote rollback-model lint format lock clean distclean
 
 help: ## List the verbs
@@ -93,10 +93,19 @@ system-tools: ## Install Debian's prometheus (prometheus, promtool) for the moni
 			--no-install-recommends prometheus >/dev/null; \
 	else echo "prometheus/promtool missing and not root: the monitoring tests will skip"; fi
 
-test: $(STAMP) $(TOOLS_STAMP) system-tools ## Run the tests: unit, integration, offline deploy validation
+docker-engine: ## As root on Debian: install docker.io, compose v2, buildx, podman; start dockerd if none answers
+	@scripts/docker_engine.sh start
+
+docker-engine-stop: ## Stop the dockerd that make docker-engine started (by its pid)
+	@scripts/docker_engine.sh stop
+
+docker-standin: ## Build (or reuse) the stand-in base images the Docker tests use where no registry answers
+	tests/docker/standin/build.sh
+
+test: $(STAMP) $(TOOLS_STAMP) system-tools docker-engine ## Run the tests: unit, integration, offline deploy validation, containers
 	TOOLS_BIN=$(CURDIR)/$(TOOLS)/bin $(PY) -m pytest $(PYTEST_ARGS)
 
-test-slow: $(STAMP) $(TOOLS_STAMP) system-tools ## Also run the slow tests (full IMDB data: DATA=path/to/train.csv.gz)
+test-slow: $(STAMP) $(TOOLS_STAMP) system-tools docker-engine ## Also run the slow tests (full IMDB data: DATA=path/to/train.csv.gz)
 	IMDB_DATA="$(DATA)" TOOLS_BIN=$(CURDIR)/$(TOOLS)/bin $(PY) -m pytest -m "slow or not slow" \
 		$(PYTEST_ARGS)
 

@@ -2,14 +2,20 @@
 # the same scripts/smoke_test.py that runs against a cluster, with the pinned client packages.
 # tensorflow-serving-api's gRPC protos import TensorFlow, so the image carries it (~1.5 GB);
 # it is built only when the smoke profile is used.
-FROM python:3.11-slim-bookworm
+# The base, an exact tag; where no registry answers, tests/docker/standin/build.sh passes a
+# stand-in built here (--build-arg PYTHON_IMAGE=...).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 
 ARG SMOKE_UID=10001
 
 WORKDIR /app
 COPY requirements.lock /app/requirements.lock
-# Only what the client needs, at the versions the project pins.
-RUN pip install --no-cache-dir --constraint /app/requirements.lock \
+# Only what the client needs, at the versions the project pins. pip_ca: an optional CA bundle
+# for a TLS-intercepting proxy (docker build --secret id=pip_ca,src=FILE), never stored.
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
+    && pip install --no-cache-dir --constraint /app/requirements.lock \
       requests grpcio tensorflow-serving-api
 
 COPY serving/ /app/serving/

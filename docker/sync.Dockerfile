@@ -2,14 +2,20 @@
 # versions that models.config names from S3 into the pod's model folder. It needs boto3 and TF
 # Serving's config protos only (tensorflow-serving-api without its TensorFlow dependency).
 #   docker build -f docker/sync.Dockerfile -t imdb-model-sync .
-FROM python:3.11-slim-bookworm
+# The base, an exact tag; where no registry answers, tests/docker/standin/build.sh passes a
+# stand-in built here (--build-arg PYTHON_IMAGE=...).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 
 ARG SYNC_UID=10001
 
 WORKDIR /app
 COPY requirements.lock /app/requirements.lock
-# At the versions the project pins; the config protos import only protobuf.
-RUN pip install --no-cache-dir --constraint /app/requirements.lock boto3 protobuf \
+# At the versions the project pins; the config protos import only protobuf. pip_ca: an optional
+# CA bundle for a TLS-intercepting proxy (docker build --secret id=pip_ca,src=FILE), never stored.
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
+    && pip install --no-cache-dir --constraint /app/requirements.lock boto3 protobuf \
     && pip install --no-cache-dir --no-deps --constraint /app/requirements.lock \
       tensorflow-serving-api
 

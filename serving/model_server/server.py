@@ -38,6 +38,7 @@ from serving.model_server.manager import LoadSettings, ModelManager
 from serving.model_server.metrics import ServingMetrics
 from serving.model_server.overload import summarize_waitress_queue_warnings
 from serving.model_server.rest import RestApi
+from serving.model_server.tf_serving_flags import FLAG_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -50,18 +51,6 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 # Exit code of tensorflow_model_server when start-up fails (it returns -1).
 EXIT_START_FAILED = 255
-# tensorflow_model_server flags that the local server accepts and ignores, so that the same
-# command lines (Dockerfile, compose, Kubernetes) work; each is logged when given.
-IGNORED_FLAGS = (
-    "enable_per_model_batching_parameters",
-    "tensorflow_intra_op_parallelism",
-    "tensorflow_inter_op_parallelism",
-    "tensorflow_session_parallelism",
-    "enable_signature_method_name_check",
-    "enable_profiler",
-    "rest_api_enable_cors_support",
-    "xla_cpu_compilation_enabled",
-)
 
 
 class StartupError(Exception):
@@ -83,6 +72,8 @@ class ServerOptions:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0
     rest_api_num_threads: int = 0
+    # gRPC worker threads (0: 4 x CPUs, as TF Serving's default).
+    grpc_max_threads: int = 0
     rest_api_timeout_in_ms: int = 30_000
     enable_grpc_healthcheck_service: bool = False
     # Server-side batching (serving/model_server/batching.py), with TF Serving's defaults
@@ -264,7 +255,8 @@ class ModelServer:
     def _start_grpc(self, options: ServerOptions) -> None:
         server = grpc.server(
             futures.ThreadPoolExecutor(
-                max_workers=max(8, 4 * usable_cpus()), thread_name_prefix="grpc"
+                max_workers=options.grpc_max_threads or 4 * usable_cpus(),
+                thread_name_prefix="grpc",
             ),
             options=[
                 ("grpc.max_receive_message_length", options.max_request_bytes),
@@ -393,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         add(f"--{name}", type=bool_flag, nargs="?", const=True, default=getattr(defaults, name))
     add("--num_request_iterations_for_warmup", type=int, default=0)
     add("--rest_api_num_threads", type=int, default=0, help="REST worker threads (0: 4 x CPUs)")
+    add("--grpc_max_threads", type=int, default=0, help="gRPC worker threads (0: 4 x CPUs)")
     add("--rest_api_timeout_in_ms", type=int, default=defaults.rest_api_timeout_in_ms)
     add("--grpc_channel_arguments", default="", help="comma-separated key=value gRPC arguments")
     add("--batching_parameters_file", default="", help="text BatchingParameters")
@@ -414,9 +407,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.max_request_bytes,
         help="local server only: largest accepted request body or gRPC message",
     )
-    for name in IGNORED_FLAGS:
-        add(f"--{name}", default=None, nargs="?", const="true", help=argparse.SUPPRESS)
+    # Every other tensorflow_model_server flag is accepted and ignored (logged when given), so
+    # that the same command lines run here; anything else is refused.
+    implemented = {action.dest for action in parser._actions}
+    for name in sorted(set(FLAG_TYPES) - implemented):
+        add(f"--{name}", dest=name, default=None, nargs="?", const="true", help=argparse.SUPPRESS)
     return parser
+
+
+def ignored_flags() -> list[str]:
+    """The tensorflow_model_server flags that the local server accepts but does not implement."""
+    return [name for name in FLAG_TYPES if name not in ServerOptions.__dataclass_fields__]
 
 
 def parse_options(argv: list[str] | None) -> ServerOptions | int:
@@ -424,35 +425,50 @@ def parse_options(argv: list[str] | None) -> ServerOptions | int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    for name in IGNORED_FLAGS:
+    for name in ignored_flags():
         if getattr(args, name) is not None:
             logger.warning("--%s is not implemented by the local server; ignored", name)
     fields = ServerOptions.__dataclass_fields__
     return ServerOptions(**{k: v for k, v in vars(args).items() if k in fields})
 
 
-def main(argv: list[str] | None = None) -> int:
+def configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # TensorFlow's Python logger narrates every restore at INFO.
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
-    options = parse_options(argv)
-    if isinstance(options, int):
-        return options
+
+
+def start_server(options: ServerOptions) -> ModelServer | None:
+    """Builds and starts a server (blocking until every model is available), or prints TF
+    Serving's start-up failure line and returns None."""
     try:
         server = ModelServer(options)
-        stop_requested = threading.Event()
-
-        def request_stop(signum: int, _frame: object) -> None:
-            logger.info("Received %s; shutting down", signal.Signals(signum).name)
-            stop_requested.set()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
         server.start()
     except StartupError as error:
         print(f"Failed to start server. Error: {error}", file=sys.stdout, flush=True)
+        return None
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    options = parse_options(argv)
+    if isinstance(options, int):
+        return options
+    # Unlike tensorflow_model_server, which has no handler (SIGTERM kills it at once), the local
+    # server stops gracefully: in-flight requests get SHUTDOWN_GRACE_SECONDS.
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        logger.info("Received %s; shutting down", signal.Signals(signum).name)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    server = start_server(options)
+    if server is None:
         return EXIT_START_FAILED
     while not stop_requested.wait(0.5):
         pass
