@@ -209,11 +209,12 @@ def test_compose_runs_the_image_as_kubernetes_does():
     compose = yaml.safe_load((PROJECT_ROOT / "docker" / "docker-compose.yml").read_text())
     server, smoke = compose["services"]["tfserving"], compose["services"]["smoke"]
     assert "command" not in server  # the image's CMD: the same flags as Kubernetes
-    assert server["init"] is True and server["read_only"] is True and server["tmpfs"]
+    # No second init: the image's tini is PID 1 and its entrypoint drains on SIGTERM.
+    assert "init" not in server and server["read_only"] is True and server["tmpfs"]
     assert server["mem_limit"] and server["cap_drop"] == ["ALL"]
     assert server["ports"] == [
-        f"127.0.0.1:{contract.GRPC_PORT}:{contract.GRPC_PORT}",
-        f"127.0.0.1:{contract.REST_PORT}:{contract.REST_PORT}",
+        f"127.0.0.1:${{GRPC_PORT:-{contract.GRPC_PORT}}}:{contract.GRPC_PORT}",
+        f"127.0.0.1:${{REST_PORT:-{contract.REST_PORT}}}:{contract.REST_PORT}",
     ]
     assert smoke["depends_on"] == {"tfserving": {"condition": "service_healthy"}}
     assert f"--rest-url=http://tfserving:{contract.REST_PORT}" in smoke["command"]

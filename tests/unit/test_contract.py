@@ -72,6 +72,6 @@ def test_serving_image_is_not_older_than_the_exporting_tensorflow():
 
 def test_compose_agrees_with_contract():
     compose = (PROJECT_ROOT / "docker" / "docker-compose.yml").read_text()
-    assert f'"127.0.0.1:{contract.GRPC_PORT}:{contract.GRPC_PORT}"' in compose
-    assert f'"127.0.0.1:{contract.REST_PORT}:{contract.REST_PORT}"' in compose
+    assert f'"127.0.0.1:${{GRPC_PORT:-{contract.GRPC_PORT}}}:{contract.GRPC_PORT}"' in compose
+    assert f'"127.0.0.1:${{REST_PORT:-{contract.REST_PORT}}}:{contract.REST_PORT}"' in compose
     assert f"--model-name={contract.MODEL_NAME}" in compose
