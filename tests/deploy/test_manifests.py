@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from serving import contract
+from serving.model_server import tf_serving_flags
 from tests.deploy.manifests import (
     IMAGE_OVERLAYS,
     OVERLAYS,
@@ -444,3 +445,47 @@ def test_deploy_guide_uses_only_verbs_and_flags_that_exist():
             assert f"    {flag})" in script, f"scripts/deploy.sh has no {flag}"
     for path in re.findall(r"`(k8s/[\w/.-]+|docker/[\w/.-]+|scripts/[\w/.-]+)`", guide):
         assert (PROJECT_ROOT / path).exists(), path
+
+
+# ---------------------------------------------------------------------------------------------
+# Command lines the binary would misread, and the stop's time budget
+
+
+def test_every_server_command_line_names_only_flags_the_binary_knows(rendered):
+    """tensorflow_model_server starts with the default when a flag is misspelled (it says only
+    `unknown argument`), so every command line we ship is checked against its flag list."""
+    command_lines = {"docker/Dockerfile CMD": dockerfile_cmd()}
+    for overlay in OVERLAYS:
+        command_lines[f"k8s/{overlay} args"] = container_of(rendered[overlay][1])["args"]
+    compose = yaml.safe_load((PROJECT_ROOT / "docker" / "docker-compose.yml").read_text())
+    command_lines["compose command"] = compose["services"]["tfserving"].get("command", [])
+    # The flags the image's entrypoint adds (`add NAME VALUE` lines).
+    entrypoint = (PROJECT_ROOT / "docker" / "serving-entrypoint.sh").read_text()
+    added = re.findall(r"^\s*add ([a-z_]+) ", entrypoint, re.MULTILINE)
+    assert len(added) == 4, added
+    command_lines["docker/serving-entrypoint.sh"] = [f"--{name}=1" for name in added]
+    for where, arguments in command_lines.items():
+        assert tf_serving_flags.problems(arguments) == [], where
+
+
+def test_the_check_catches_a_misspelled_flag():
+    (problem,) = tf_serving_flags.problems([*dockerfile_cmd(), "--enable_batchng=true"])
+    assert "--enable_batchng=true" in problem
+
+
+def test_the_drain_fits_in_every_grace_period(rendered):
+    """After SIGTERM the entrypoint serves TF_SERVING_DRAIN_SECONDS more, then stops the server:
+    compose's stop_grace_period and Kubernetes' terminationGracePeriodSeconds (which also covers
+    the preStop sleep before SIGTERM) must leave a margin on top, or the stop ends in SIGKILL."""
+    margin = 5
+    dockerfile = (PROJECT_ROOT / "docker" / "Dockerfile").read_text()
+    drain = float(re.search(r"TF_SERVING_DRAIN_SECONDS=(\d+)", dockerfile).group(1))
+    compose = yaml.safe_load((PROJECT_ROOT / "docker" / "docker-compose.yml").read_text())
+    grace = float(compose["services"]["tfserving"]["stop_grace_period"].removesuffix("s"))
+    assert grace >= drain + margin
+    assert drain + margin <= 10  # `docker stop` without -t waits 10 s
+    for overlay in OVERLAYS:
+        deployment = next(d for d in rendered[overlay][1] if d["kind"] == "Deployment")
+        spec = deployment["spec"]["template"]["spec"]
+        pre_stop = container_of(rendered[overlay][1])["lifecycle"]["preStop"]["sleep"]["seconds"]
+        assert spec["terminationGracePeriodSeconds"] >= pre_stop + drain + margin, overlay

@@ -198,7 +198,8 @@ def wait_until_available(container: Container, timeout: float = 180) -> None:
         if not container.state()["Running"]:
             raise AssertionError(f"the container stopped; its log:\n{container.logs()[-3000:]}")
         time.sleep(0.5)
-    raise AssertionError(f"no version AVAILABLE within {timeout:.0f} s:\n{container.logs()[-3000:]}")
+    log = container.logs()[-3000:]
+    raise AssertionError(f"no version AVAILABLE within {timeout:.0f} s:\n{log}")
 
 
 def wait_for_health(container: Container, wanted: str, timeout: float) -> list[str]:

@@ -60,7 +60,7 @@ class Load:
                 error = None
                 try:
                     client.predict(reviews)
-                except Exception as failure:  # noqa: BLE001 - every failure is a result here
+                except Exception as failure:
                     error = f"{type(failure).__name__}: {failure}"[:200]
                 with self._lock:
                     self.requests.append(Request(transport, started, time.monotonic(), error))
@@ -200,7 +200,9 @@ def slope_per_minute(times: list[float], values: list[float]) -> float:
     spread = sum((t - mean_t) ** 2 for t in times)
     if spread == 0:
         return 0.0
-    return 60 * sum((t - mean_t) * (v - mean_v) for t, v in zip(times, values)) / spread
+    return (
+        60 * sum((t - mean_t) * (v - mean_v) for t, v in zip(times, values, strict=True)) / spread
+    )
 
 
 def memory_under_load(

@@ -18,8 +18,8 @@ import threading
 
 sys.path.insert(0, "/opt/local-tfserving")
 
-from serving.model_server import tf_serving_flags  # noqa: E402
-from serving.model_server.server import (  # noqa: E402
+from serving.model_server import tf_serving_flags
+from serving.model_server.server import (
     EXIT_START_FAILED,
     configure_logging,
     parse_options,
