@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: train -> export -> serve -> smoke test over REST and gRPC -> predictions -> stop.
-# Serving uses docker compose (the real tensorflow/serving) when a Docker engine answers, and
-# the local TF-Serving-compatible server otherwise. Environment: PY, DATA, REST_PORT, GRPC_PORT,
+# Serving uses docker compose (the real tensorflow/serving) when a Docker engine answers and can
+# pull the image (scripts/docker_serving.sh), and the local TF-Serving-compatible server
+# otherwise. Environment: PY, DATA, REST_PORT, GRPC_PORT,
 # TRAIN_ARGS (the Makefile sets them).
 set -euo pipefail
 
@@ -27,14 +28,14 @@ step "Training on: $DATA"
 version=$("$PY" -m serving versions "$MODEL_DIR" --latest)
 
 mkdir -p artifacts
-if docker info >/dev/null 2>&1; then
+if reason=$(scripts/docker_serving.sh); then
   step "Serving version $version with tensorflow/serving (docker compose)"
-  export MODEL_VERSION=$version MODEL_DIR
+  export MODEL_VERSION=$version MODEL_DIR REST_PORT GRPC_PORT
   compose=(docker compose -f docker/docker-compose.yml)
   "${compose[@]}" up --detach --build
   trap '"${compose[@]}" down' EXIT
 else
-  step "No Docker engine answers: serving $MODEL_DIR with the local TF-Serving-compatible server"
+  step "$reason: serving $MODEL_DIR with the local TF-Serving-compatible server"
   log=artifacts/demo-server.log
   "$PY" -m serving.model_server --port="$GRPC_PORT" --rest_api_port="$REST_PORT" \
     --model_name="$MODEL_NAME" --model_base_path="$(realpath "$MODEL_DIR")" \
