@@ -56,7 +56,7 @@ PYTEST_ARGS ?=
 # Quiet TensorFlow's C++ start-up chatter in every command below.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help env tools system-tools docker-engine docker-engine-stop docker-standin demo test test-slow explore train tune bench-train bench-graph serve smoke metrics loadtest capacity bench-serve docker-build deploy rollback \
+.PHONY: help env tools system-tools docker-engine docker-engine-stop docker-standin demo test test-slow explore train tune bench-train bench-graph serve smoke metrics loadtest capacity bench-serve bench-containers docker-build deploy rollback \
 	deploy-smoke publish canary promote rollback-model lint format lock clean distclean
 
 help: ## List the verbs
@@ -160,6 +160,14 @@ capacity: $(STAMP) ## Capacity plan from reports/loadtest: TARGET_RPS=... [CAPAC
 
 bench-serve: $(STAMP) ## Local server, batching off vs on, under load -> reports/bench-serve/
 	$(PY) -m serving bench-serve --model-dir $(MODEL_DIR)
+
+bench-containers: $(STAMP) docker-engine ## Stop under load and memory under the compose limit, on a real engine -> reports/bench-containers/
+	rm -rf reports/bench-containers
+	FAULTS_REPORT_DIR=$(CURDIR)/reports/bench-containers FAULTS_MEMORY_SECONDS=180 \
+		$(if $(MODEL_VERSION),FAULTS_MODEL_VERSION_DIR=$(CURDIR)/$(MODEL_DIR)/$(MODEL_VERSION)) \
+		$(PY) -m pytest -q -p no:cacheprovider tests/docker/test_faults.py \
+		tests/docker/test_compose.py -k "stop or memory or drain"
+	$(PY) -m tests.docker.faults reports/bench-containers
 
 docker-build: ## Build the tensorflow/serving image with the latest version baked in [TF_SERVING_IMAGE=...]
 	@test -n "$(MODEL_VERSION)" || { echo "No model under $(MODEL_DIR): run make train"; exit 1; }

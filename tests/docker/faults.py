@@ -2,17 +2,22 @@
 memory through a sustained load with label flips.
 
 The tests in test_faults.py and test_compose.py assert on these results; `make bench-containers`
-runs the same tests with longer loads and writes the figures to reports/ (FAULTS_REPORT_DIR).
+runs the same tests with a longer memory run and a real model, keeps each result as JSON
+(FAULTS_REPORT_DIR) and then writes the table:
+    python -m tests.docker.faults reports/bench-containers
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from serving.client import make_client
 from tests.docker.dockerlib import Container, docker
@@ -246,3 +251,43 @@ def memory_under_load(
         oom_killed=state["OOMKilled"],
         running=state["Running"],
     )
+
+
+def write_report(folder: Path) -> Path:
+    """Turns the JSON results in ``folder`` into ``folder``/bench-containers.md."""
+    lines = [
+        "# Container faults (make bench-containers)",
+        "",
+        "Stop under load: 4 REST + 4 gRPC closed-loop clients, 256 long reviews per request.",
+        "",
+        "| stop | drain (s) | requests | in flight at SIGTERM | of those failed | failed after "
+        "SIGTERM | stop took (s) | exit code |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in ("stop-docker", "stop-compose", "stop-docker-no-drain"):
+        path = folder / f"{name}.json"
+        if path.exists():
+            r = json.loads(path.read_text())
+            lines.append(
+                f"| {r['how']} | {r['drain_seconds']:g} | {r['requests']} | "
+                f"{r['in_flight_at_sigterm']} | {r['in_flight_failed']} | "
+                f"{r['failed_after_sigterm']} | {r['stop_seconds']} | {r['exit_code']} |"
+            )
+    memory = folder / "memory.json"
+    if memory.exists():
+        m = json.loads(memory.read_text())
+        lines += [
+            "",
+            f"Memory ({m['model']}, two versions loaded, limit {m['limit_mib']:g} MiB): "
+            f"{m['seconds']:g} s of load ({m['requests']} requests, {m['failed']} failed) with "
+            f"{m['flips']} label flips; resident peak {m['peak_mib']} MiB, slope over the last "
+            f"third {m['last_third_slope_mib_per_minute']} MiB/min, OOMKilled {m['oom_killed']}.",
+            "The figure is the local server's (a Python process), not tensorflow_model_server's.",
+        ]
+    report = folder / "bench-containers.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    print(write_report(Path(sys.argv[1])).read_text(), end="")

@@ -32,8 +32,10 @@ DOCKER_STOP_TIMEOUT = 10
 # server without a drain dies, a few tens of milliseconds after `docker stop` is called.
 STOP_REVIEWS_PER_REQUEST = 256
 STOP_REVIEW = " ".join([REVIEW] * 50)
-# The memory run: seconds of load and label flips (FAULTS_MEMORY_SECONDS for the benchmark).
+# The memory run: seconds of load and label flips, and the version served twice (the benchmark,
+# make bench-containers, sets FAULTS_MEMORY_SECONDS and FAULTS_MODEL_VERSION_DIR to a real one).
 MEMORY_SECONDS = float(os.environ.get("FAULTS_MEMORY_SECONDS", "60"))
+MEMORY_MODEL_VERSION_DIR = os.environ.get("FAULTS_MODEL_VERSION_DIR")
 LABEL_FLIPS = 10
 
 
@@ -103,7 +105,7 @@ def test_memory_under_the_compose_limit_through_load_and_label_flips(
     limit = compose_service()["mem_limit"]
     models = tmp_path / "models" / contract.MODEL_NAME
     for version in (1, 2):
-        shutil.copytree(mlp_version, models / str(version))
+        shutil.copytree(MEMORY_MODEL_VERSION_DIR or mlp_version, models / str(version))
     config = tmp_path / "config" / "models.config"
     config.parent.mkdir()
 
@@ -145,15 +147,16 @@ def test_memory_under_the_compose_limit_through_load_and_label_flips(
     result = memory_under_load(
         container, flip, limit_bytes=_bytes(limit), seconds=MEMORY_SECONDS, flips=LABEL_FLIPS
     )
-    keep("memory", result.as_dict())
+    model = "the tiny test MLP"
+    if MEMORY_MODEL_VERSION_DIR:
+        model = os.path.relpath(MEMORY_MODEL_VERSION_DIR, PROJECT_ROOT)
+    keep("memory", {**result.as_dict(), "model": model})
     assert result.flips == LABEL_FLIPS and result.running and not result.oom_killed, result
     assert result.failed == 0, result
     assert result.peak_mib < result.limit_mib
     # The last flip took effect: the label resolves to the version it names.
     wanted = "2" if (LABEL_FLIPS - 1) % 2 == 0 else "1"
-    wait_for(
-        lambda: stable_version(container) == wanted, timeout=10, what=f"stable -> {wanted}"
-    )
+    wait_for(lambda: stable_version(container) == wanted, timeout=10, what=f"stable -> {wanted}")
 
 
 def stable_version(container) -> str:

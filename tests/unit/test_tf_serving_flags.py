@@ -17,21 +17,25 @@ def test_what_the_binary_would_not_recognise_is_unknown():
     parsed = tf_serving_flags.parse(
         ["--enable_batchng=true", "--port", "8500", "-port=1", "--rest-api-port=8501"]
     )
-    assert parsed.unknown == ["--enable_batchng=true", "--port", "8500", "-port=1",
-                              "--rest-api-port=8501"]  # fmt: skip
+    assert parsed.unknown == [
+        "--enable_batchng=true",
+        "--port",
+        "8500",
+        "-port=1",
+        "--rest-api-port=8501",
+    ]
     assert parsed.values == {}
 
 
 def test_values_the_binary_refuses_are_named():
-    parsed = tf_serving_flags.parse(
-        ["--port=abc", "--enable_batching=yes", "--port=99999999999", "--per_process_gpu_memory_fraction=x"]
-    )  # fmt: skip
-    assert [problem.split(":")[0] for problem in parsed.bad_values] == [
+    refused = [
         "--port=abc",
         "--enable_batching=yes",
         "--port=99999999999",
         "--per_process_gpu_memory_fraction=x",
     ]
+    parsed = tf_serving_flags.parse(refused)
+    assert [problem.split(":")[0] for problem in parsed.bad_values] == refused
 
 
 def test_problems_reads_as_sentences():
