@@ -23,6 +23,10 @@ RUN --mount=type=secret,id=pip_ca \
 COPY serving/__init__.py serving/contract.py serving/model_config.py serving/versions.py \
      serving/repository.py serving/s3_sync.py /app/serving/
 
+# The model folder the sidecar fills, owned by its user: a new Docker volume mounted here takes
+# that owner (Kubernetes' emptyDir is writable to the pod's fsGroup anyway).
+RUN mkdir /models && chown ${SYNC_UID}:${SYNC_UID} /models
+
 USER ${SYNC_UID}:${SYNC_UID}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 # Kubernetes checks it with a startupProbe on --ready-file; after that, a crash restarts it.
