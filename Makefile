@@ -55,6 +55,8 @@ PYTEST_ARGS ?=
 
 # Quiet TensorFlow's C++ start-up chatter in every command below.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# The Dockerfiles use BuildKit (cache and secret mounts); Docker 20.10's CLI needs this to use it.
+export DOCKER_BUILDKIT := 1
 
 .PHONY: help env tools system-tools docker-engine docker-engine-stop docker-standin demo test test-slow explore train tune bench-train bench-graph serve smoke metrics loadtest capacity bench-serve bench-containers docker-build deploy rollback \
 	deploy-smoke publish canary promote rollback-model lint format lock clean distclean

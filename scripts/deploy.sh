@@ -28,6 +28,8 @@ NAMESPACE=imdb-serving
 DEPLOYMENT=imdb-sentiment
 SERVICE=imdb-sentiment
 ROLLOUT_TIMEOUT=${ROLLOUT_TIMEOUT:-10m}
+# The Dockerfiles use BuildKit (cache and secret mounts); Docker 20.10's CLI needs this to use it.
+export DOCKER_BUILDKIT=1
 # Local ports of the smoke test's port-forward (away from a local server on 8500/8501).
 FORWARD_REST_PORT=${FORWARD_REST_PORT:-18501}
 FORWARD_GRPC_PORT=${FORWARD_GRPC_PORT:-18500}
@@ -137,7 +139,10 @@ deploy() {
   if [[ $cloud == eks-repository ]]; then
     local sync_reference="${image%/*}/imdb-model-sync:$tag"
     echo "==> Building and pushing $sync_reference"
-    run docker build -f docker/sync.Dockerfile -t "$sync_reference" .
+    # PIP_CA_BUNDLE: a CA bundle for pip behind a TLS-intercepting proxy (a build secret).
+    local secret=()
+    [[ -n ${PIP_CA_BUNDLE:-} ]] && secret=(--secret "id=pip_ca,src=$PIP_CA_BUNDLE")
+    run docker build -f docker/sync.Dockerfile -t "$sync_reference" "${secret[@]}" .
     run docker push "$sync_reference"
     sync_patch="
       - op: replace

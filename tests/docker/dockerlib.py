@@ -29,7 +29,9 @@ STATUS_PATH = f"/v1/models/{contract.MODEL_NAME}"
 
 
 def docker(*args: str, timeout: float = 600, check: bool = False, **kwargs):
-    """Runs ``docker ARGS``; with ``check``, a failure raises with docker's own message."""
+    """Runs ``docker ARGS`` (builds with BuildKit, which the Dockerfiles need: Docker 20.10's
+    CLI uses it only when asked); with ``check``, a failure raises with docker's own message."""
+    kwargs.setdefault("env", os.environ | {"DOCKER_BUILDKIT": "1"})
     result = subprocess.run(
         ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False, **kwargs
     )

@@ -14,6 +14,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/../../.."
 HERE=tests/docker/standin
+# The Dockerfiles use BuildKit (cache and secret mounts); Docker 20.10's CLI needs this to use it.
+export DOCKER_BUILDKIT=1
 # The real base images, as the shipped Dockerfiles pin them (their one owner).
 TF_SERVING_IMAGE=$(sed -n 's/^ARG TF_SERVING_IMAGE=//p' docker/Dockerfile)
 PYTHON_IMAGE=$(sed -n 's/^ARG PYTHON_IMAGE=//p' docker/smoke.Dockerfile)
