@@ -20,7 +20,8 @@
 #    period, and compose's stop_grace_period, leave room for it (a test checks the sums).
 #
 # It logs one line at start (the CPUs it found and the flags it added) and one per signal.
-# CGROUP_ROOT (default /sys/fs/cgroup) exists for the tests.
+# CGROUP_ROOT (default /sys/fs/cgroup) and TF_SERVING_BINARY (default the binary) exist for the
+# tests (tests/unit/test_entrypoint.py).
 set -uo pipefail
 
 SERVER=${TF_SERVING_BINARY:-/usr/bin/tensorflow_model_server}

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Can this machine serve with the tensorflow/serving image? Exits 0 when a Docker engine
-# answers and the pinned base image (docker/Dockerfile's TF_SERVING_IMAGE, or the one given in
-# TF_SERVING_IMAGE) is present or can be pulled; otherwise prints one line saying why and
-# exits 1. make serve and make demo then serve with the local server instead.
-#   scripts/docker_serving.sh
+# Can this machine run an image with Docker? Exits 0 when a Docker engine answers and IMAGE
+# (default: docker/Dockerfile's pinned TF_SERVING_IMAGE, or the one in TF_SERVING_IMAGE) is
+# present or can be pulled; otherwise prints one line saying why and exits 1. make serve and
+# make demo then serve with the local server instead; tests/docker/standin/build.sh then builds
+# a stand-in.
+#   scripts/docker_serving.sh [IMAGE]
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
-image=${TF_SERVING_IMAGE:-$(sed -n 's/^ARG TF_SERVING_IMAGE=//p' docker/Dockerfile)}
+image=${1:-${TF_SERVING_IMAGE:-$(sed -n 's/^ARG TF_SERVING_IMAGE=//p' docker/Dockerfile)}}
 # Seconds a pull may take before the registry counts as unreachable.
 PULL_TIMEOUT=300
 

@@ -409,9 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Every other tensorflow_model_server flag is accepted and ignored (logged when given), so
     # that the same command lines run here; anything else is refused.
-    implemented = {action.dest for action in parser._actions}
-    for name in sorted(set(FLAG_TYPES) - implemented):
-        add(f"--{name}", dest=name, default=None, nargs="?", const="true", help=argparse.SUPPRESS)
+    for name in ignored_flags():
+        add(f"--{name}", default=None, nargs="?", const="true", help=argparse.SUPPRESS)
     return parser
 
 

@@ -27,6 +27,14 @@ def container_of(docs: list[dict]) -> dict:
     return container
 
 
+def dockerfile_env(name: str) -> str:
+    """The value docker/Dockerfile's ENV gives ``name``."""
+    text = (PROJECT_ROOT / "docker" / "Dockerfile").read_text()
+    match = re.search(rf"^(?:ENV |\s+){name}=(\S+)", text, re.MULTILINE)
+    assert match, f"docker/Dockerfile sets no ENV {name}"
+    return match.group(1)
+
+
 def dockerfile_cmd() -> list[str]:
     text = (PROJECT_ROOT / "docker" / "Dockerfile").read_text()
     match = re.search(r"^CMD (\[.*?\])$", text.replace("\\\n", ""), re.MULTILINE)

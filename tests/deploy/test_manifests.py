@@ -24,6 +24,7 @@ from tests.deploy.manifests import (
     OVERLAYS,
     container_of,
     dockerfile_cmd,
+    dockerfile_env,
     find,
     run_deploy,
 )
@@ -478,8 +479,7 @@ def test_the_drain_fits_in_every_grace_period(rendered):
     compose's stop_grace_period and Kubernetes' terminationGracePeriodSeconds (which also covers
     the preStop sleep before SIGTERM) must leave a margin on top, or the stop ends in SIGKILL."""
     margin = 5
-    dockerfile = (PROJECT_ROOT / "docker" / "Dockerfile").read_text()
-    drain = float(re.search(r"TF_SERVING_DRAIN_SECONDS=(\d+)", dockerfile).group(1))
+    drain = float(dockerfile_env("TF_SERVING_DRAIN_SECONDS"))
     compose = yaml.safe_load((PROJECT_ROOT / "docker" / "docker-compose.yml").read_text())
     grace = float(compose["services"]["tfserving"]["stop_grace_period"].removesuffix("s"))
     assert grace >= drain + margin

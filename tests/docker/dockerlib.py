@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,16 +28,23 @@ SERVING_CONTEXT = ("docker", "k8s/base/config", ".dockerignore")
 STATUS_PATH = f"/v1/models/{contract.MODEL_NAME}"
 
 
-def docker(*args: str, timeout: float = 600, check: bool = False, **kwargs):
-    """Runs ``docker ARGS`` (builds with BuildKit, which the Dockerfiles need: Docker 20.10's
-    CLI uses it only when asked); with ``check``, a failure raises with docker's own message."""
-    kwargs.setdefault("env", os.environ | {"DOCKER_BUILDKIT": "1"})
+def run(argv: list[str], timeout: float, check: bool, env: dict[str, str] | None = None):
+    """Runs a container CLI (docker, podman); with ``check``, a failure raises with the tool's
+    own message."""
     result = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+        argv, capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args[:3])} ... failed:\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(argv[:4])} ... failed:\n{result.stdout[-1500:]}{result.stderr[-3000:]}"
+        )
     return result
+
+
+def docker(*args: str, timeout: float = 600, check: bool = False, env: dict | None = None):
+    """Runs ``docker ARGS``, building with BuildKit (the Dockerfiles need it; Docker 20.10's CLI
+    uses it only when asked)."""
+    return run(["docker", *args], timeout, check, env or os.environ | {"DOCKER_BUILDKIT": "1"})
 
 
 def engine_problem() -> str | None:
@@ -56,13 +63,17 @@ def engine_problem() -> str | None:
     return None
 
 
-def ca_bundle_secret() -> list[str]:
-    """``--secret`` arguments giving pip inside a build the CA bundle this machine's pip trusts
-    (PIP_CA_BUNDLE, else PIP_CERT), for TLS-intercepting proxies; none when neither is set."""
+def ca_bundle() -> str | None:
+    """The CA bundle for pip inside builds, where TLS passes a proxy with its own CA:
+    PIP_CA_BUNDLE, else the bundle this machine's own pip is told to trust (PIP_CERT)."""
     bundle = os.environ.get("PIP_CA_BUNDLE") or os.environ.get("PIP_CERT")
-    if bundle and Path(bundle).is_file():
-        return ["--secret", f"id=pip_ca,src={bundle}"]
-    return []
+    return bundle if bundle and Path(bundle).is_file() else None
+
+
+def ca_bundle_secret() -> list[str]:
+    """``--secret`` arguments giving pip inside a build that bundle; none without one."""
+    bundle = ca_bundle()
+    return ["--secret", f"id=pip_ca,src={bundle}"] if bundle else []
 
 
 def build(dockerfile: str, context: Path, tag: str, build_args: dict[str, str]) -> str:
@@ -133,9 +144,36 @@ class Container:
         for line in top:
             pid, _, args = line.strip().partition(" ")
             if "tensorflow_model_server" in args and "serving-entrypoint" not in args:
-                raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-                return [part.decode() for part in raw.split(b"\0") if part]
+                return host_process(int(pid))[1]
         raise AssertionError(f"no tensorflow_model_server process in the container:\n{top}")
+
+
+def host_process(pid: int) -> tuple[int, list[str]]:
+    """(real uid, command line) of a container's process, by its PID on the host."""
+    proc = Path("/proc") / str(pid)
+    status = (proc / "status").read_text()
+    uid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:"))
+    raw = (proc / "cmdline").read_bytes()
+    return uid, [part.decode() for part in raw.split(b"\0") if part]
+
+
+def wait_while_running(
+    ready: Callable[[], bool],
+    running: Callable[[], bool],
+    logs: Callable[[], str],
+    timeout: float,
+    what: str,
+) -> None:
+    """Polls ``ready()`` until it is true; fails with the container's log when the container
+    stops or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if not running():
+            raise AssertionError(f"the container stopped; its log:\n{logs()[-3000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not within {timeout:.0f} s; the log:\n{logs()[-3000:]}")
 
 
 @dataclass
@@ -187,21 +225,22 @@ class DockerObjects:
 
 
 def wait_until_available(container: Container, timeout: float = 180) -> None:
-    """Waits until the model's REST status says AVAILABLE; fails with the container's log if
-    it stops or the time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Waits until the model's REST status says AVAILABLE."""
+
+    def available() -> bool:
         try:
             response = requests.get(container.rest_url + STATUS_PATH, timeout=2)
-            if response.ok and "AVAILABLE" in response.text:
-                return
         except requests.RequestException:
-            pass
-        if not container.state()["Running"]:
-            raise AssertionError(f"the container stopped; its log:\n{container.logs()[-3000:]}")
-        time.sleep(0.5)
-    log = container.logs()[-3000:]
-    raise AssertionError(f"no version AVAILABLE within {timeout:.0f} s:\n{log}")
+            return False
+        return response.ok and "AVAILABLE" in response.text
+
+    wait_while_running(
+        available,
+        lambda: container.state()["Running"],
+        container.logs,
+        timeout,
+        "a version AVAILABLE",
+    )
 
 
 def wait_for_health(container: Container, wanted: str, timeout: float) -> list[str]:

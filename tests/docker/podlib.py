@@ -14,11 +14,12 @@ import os
 import resource
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from tests.docker.dockerlib import host_process, run, wait_while_running
 
 # podman's pause binary: `kube play` builds its infra image (localhost/podman-pause) from it.
 CATATONIT = ("/usr/libexec/podman/catatonit", "/usr/bin/catatonit")
@@ -99,22 +100,9 @@ class Podman:
     networks: list[str] = field(default_factory=list)
 
     def __call__(self, *args: str, timeout: float = 600, check: bool = False):
-        """Runs ``podman ARGS``; with ``check``, a failure raises with podman's own message."""
+        """Runs ``podman ARGS`` with this machine's containers.conf."""
         env = {**os.environ, "CONTAINERS_CONF": str(self.conf)}
-        result = subprocess.run(
-            [self.binary, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env=env,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"podman {' '.join(args[:3])} ... failed:\n{result.stdout[-1500:]}"
-                f"{result.stderr[-3000:]}"
-            )
-        return result
+        return run([self.binary, *args], timeout, check, env)
 
     def names(self, what: str) -> set[str]:
         """The names of podman's volumes or networks, or its image IDs (``what``)."""
@@ -212,24 +200,10 @@ class Pod:
         """(host PID, real uid, command line) of every process in the container, read from the
         host's /proc (the image has no ps)."""
         listing = self.podman("top", self.container_id, "hpid", check=True)
-        result = []
-        for pid in listing.stdout.split()[1:]:
-            proc = Path("/proc") / pid
-            status = (proc / "status").read_text()
-            uid = next(int(line.split()[1]) for line in status.splitlines() if line[:4] == "Uid:")
-            raw = (proc / "cmdline").read_bytes()
-            result.append((int(pid), uid, [part.decode() for part in raw.split(b"\0") if part]))
-        return result
+        return [(int(pid), *host_process(int(pid))) for pid in listing.stdout.split()[1:]]
 
 
 def wait_for_pod(pod: Pod, ready, timeout: float) -> None:
     """Polls ``ready()`` until it is true; fails with the container's log if the container
     stops or the time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        if not pod.running():
-            raise AssertionError(f"the container stopped; its log:\n{pod.logs()[-3000:]}")
-        time.sleep(1)
-    raise AssertionError(f"the pod was not ready within {timeout:.0f} s:\n{pod.logs()[-3000:]}")
+    wait_while_running(ready, pod.running, pod.logs, timeout, "the pod ready")

@@ -13,7 +13,7 @@ import pytest
 
 from tests.docker.dockerlib import (
     Container,
-    ca_bundle_secret,
+    ca_bundle,
     docker,
     unique,
     wait_for_health,
@@ -72,7 +72,7 @@ class Project:
 @pytest.fixture
 def project(serving_image, base_images) -> Iterator[Project]:
     smoke_image = unique("imdb-sentiment-smoke")
-    bundle = ca_bundle_secret()
+    bundle = ca_bundle()
     env = os.environ | {
         "MODEL_VERSION": "1",
         # The image built by the fixture: compose uses it and builds only the smoke image.
@@ -83,7 +83,7 @@ def project(serving_image, base_images) -> Iterator[Project]:
         "GRPC_PORT": str(free_port()),
     }
     if bundle:
-        env["PIP_CA_BUNDLE"] = bundle[1].split("src=", 1)[1]
+        env["PIP_CA_BUNDLE"] = bundle
     project = Project(unique("imdb-compose"), env)
     yield project
     project.remove()

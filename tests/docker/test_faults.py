@@ -18,6 +18,7 @@ import requests
 import yaml
 
 from serving import contract
+from tests.deploy.manifests import dockerfile_env
 from tests.docker.dockerlib import docker, wait_until_available
 from tests.docker.faults import REVIEW, memory_under_load, stop_under_load
 from tests.docker.test_image import HARDENED, image_cmd
@@ -40,8 +41,7 @@ LABEL_FLIPS = 10
 
 
 def image_drain_seconds() -> float:
-    dockerfile = (PROJECT_ROOT / "docker" / "Dockerfile").read_text()
-    return float(dockerfile.split("TF_SERVING_DRAIN_SECONDS=", 1)[1].split()[0])
+    return float(dockerfile_env("TF_SERVING_DRAIN_SECONDS"))
 
 
 def compose_service() -> dict:

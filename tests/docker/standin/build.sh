@@ -21,18 +21,13 @@ TF_SERVING_IMAGE=$(sed -n 's/^ARG TF_SERVING_IMAGE=//p' docker/Dockerfile)
 PYTHON_IMAGE=$(sed -n 's/^ARG PYTHON_IMAGE=//p' docker/smoke.Dockerfile)
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
-# Seconds a pull may take before the registry counts as unreachable.
-PULL_TIMEOUT=120
 
 force_standin=false
 [[ ${1:-} == --force-standin ]] && force_standin=true
 
 log() { echo "standin: $*" >&2; }
 
-available() {  # the image is here, or can be pulled
-  docker image inspect "$1" >/dev/null 2>&1 && return 0
-  timeout "$PULL_TIMEOUT" docker pull --quiet "$1" >/dev/null 2>&1
-}
+available() { scripts/docker_serving.sh "$1" >/dev/null 2>&1; }  # here, or can be pulled
 
 # A short key over files and strings: what a stand-in is built from.
 key_of() {
