@@ -28,7 +28,13 @@ from tests.deploy.manifests import (
     find,
     run_deploy,
 )
-from tests.helpers import K8S_NAMESPACE, PROJECT_ROOT, loopback_server, run_tool
+from tests.helpers import (
+    K8S_NAMESPACE,
+    PROJECT_ROOT,
+    loopback_server,
+    run_tool,
+    skip_or_fail,
+)
 
 # Kubernetes minors validated against: supported by both GKE and EKS at the time of writing.
 KUBERNETES_VERSIONS = ("1.33.0", "1.35.0")
@@ -129,7 +135,7 @@ def test_compose_config_when_the_cli_has_compose():
             ["docker", "compose", "version"], capture_output=True, check=False
         ).returncode
     ):
-        pytest.skip("the docker CLI has no compose plugin (`docker compose version` failed)")
+        skip_or_fail("the docker CLI has no compose plugin (`docker compose version` failed)")
     result = subprocess.run(
         [
             "docker",

@@ -7,11 +7,10 @@ import re
 import shutil
 import subprocess
 
-import pytest
 import yaml
 
 from serving import monitoring_rules
-from tests.helpers import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT, skip_or_fail
 
 MONITORING = PROJECT_ROOT / "k8s" / "monitoring"
 DASHBOARD = PROJECT_ROOT / "k8s" / "base" / "dashboards" / "grafana-dashboard.json"
@@ -20,7 +19,7 @@ RUNBOOK = PROJECT_ROOT / "docs" / "operations.md"
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
     if shutil.which("promtool") is None:
-        pytest.skip("promtool is not installed (make test installs Debian's prometheus as root)")
+        skip_or_fail("promtool is not installed (make test installs Debian's prometheus as root)")
     return subprocess.run(
         ["promtool", *args], cwd=MONITORING, capture_output=True, text=True, timeout=120
     )

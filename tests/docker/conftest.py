@@ -7,7 +7,6 @@ scripts/docker_engine.sh).
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +22,7 @@ from tests.docker.dockerlib import (
     serving_context,
     unique,
 )
-from tests.helpers import PROJECT_ROOT, TINY_TRAINING
-
-
-def skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and the Docker tests cannot run: {reason}")
-    pytest.skip(reason)
+from tests.helpers import PROJECT_ROOT, TINY_TRAINING, skip_or_fail
 
 
 @pytest.fixture(scope="session")

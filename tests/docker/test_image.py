@@ -21,7 +21,7 @@ from tests.docker.dockerlib import (
     wait_for_health,
     wait_until_available,
 )
-from tests.helpers import PROJECT_ROOT, run_python, wait_for
+from tests.helpers import PROJECT_ROOT, run_python, skip_or_fail, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -137,7 +137,7 @@ def test_healthcheck_stays_unhealthy_while_the_model_folder_is_empty(serving_ima
 )
 def test_thread_flags_follow_the_containers_cpus(serving_image, docker_objects, limit, cpus):
     if os.cpu_count() < 2:
-        pytest.skip("needs at least 2 CPUs to tell a limit from the machine")
+        skip_or_fail("needs at least 2 CPUs to tell a limit from the machine")
     cpus = cpus or len(os.sched_getaffinity(0))
     container = docker_objects.run(serving_image, options=(*HARDENED, *limit))
     wait_until_available(container)

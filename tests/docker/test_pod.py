@@ -26,7 +26,6 @@ import requests
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.docker.conftest import skip_or_fail
 from tests.docker.dockerlib import STATUS_PATH, unique
 from tests.docker.podlib import (
     KUBE_NETWORK,
@@ -38,7 +37,7 @@ from tests.docker.podlib import (
     podman_problem,
     wait_for_pod,
 )
-from tests.helpers import PROJECT_ROOT, run_tool
+from tests.helpers import PROJECT_ROOT, run_tool, skip_or_fail
 
 pytestmark = pytest.mark.docker
 

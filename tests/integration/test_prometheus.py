@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from serving.client import GrpcClient
-from tests.helpers import PROJECT_ROOT, free_port, wait_for
+from tests.helpers import PROJECT_ROOT, free_port, skip_or_fail, wait_for
 
 RULES = PROJECT_ROOT / "k8s" / "monitoring" / "rules.yaml"
 DASHBOARD = PROJECT_ROOT / "k8s" / "base" / "dashboards" / "grafana-dashboard.json"
@@ -32,7 +32,7 @@ scrape_configs:
 def prometheus(tmp_path, monitored_server):
     binary = shutil.which("prometheus")
     if binary is None:
-        pytest.skip("prometheus is not installed (make test installs Debian's prometheus as root)")
+        skip_or_fail("prometheus is not installed (make test installs Debian's prometheus as root)")
     config = tmp_path / "prometheus.yml"
     config.write_text(CONFIG.format(rules=json.dumps(str(RULES)), port=monitored_server.rest_port))
     port = free_port()
