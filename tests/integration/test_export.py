@@ -19,6 +19,23 @@ from training.config import TrainConfig
 from training.model import build_classifier, build_text_model
 from training.vectorize import Vocabulary, ngram_featurizer
 
+# The op types the two families' exports use, each reviewed as a core TensorFlow op (registered
+# in tensorflow/core/ops with CPU kernels in tensorflow/core/kernels), which tensorflow_model_server
+# links; no op comes from a custom-op library (tensorflow-text, sentencepiece), which the binary
+# would not have. A new op type in an export fails test_only_ops_that_tf_serving_has until reviewed.
+OPS_IN_TF_SERVING = frozenset(
+    """
+    AddV2 AssignVariableOp BiasAdd Cast ConcatV2 Const Conv2D Cumsum DenseBincount
+    DepthwiseConv2dNative DisableCopyOnRead Equal ExpandDims Fill FloorDiv FloorMod GatherV2
+    Greater GreaterEqual HashTableV2 Identity If Less LookupTableFindV2 LookupTableImportV2 MatMul
+    Max MaxPool Maximum Mean MergeV2Checkpoints Minimum Mul NoOp Pack Placeholder Prod
+    RaggedTensorToTensor ReadVariableOp Relu Reshape RestoreV2 Rsqrt SaveV2 Select SelectV2 Shape
+    ShardedFilename Sigmoid Size SparseSegmentSumWithNumSegments Square Squeeze
+    StatefulPartitionedCall StaticRegexFullMatch StaticRegexReplace StridedSlice StringJoin
+    StringLower StringSplitV2 Unique UnsortedSegmentSum VarHandleOp Where
+    """.split()  # noqa: SIM905 (a word list reads better than 64 quoted names)
+)
+
 POSITIVE = "A wonderful, brilliant film. I loved every minute of it. Highly recommended."
 NEGATIVE = "An awful, boring film. A complete waste of time. Avoid it."
 
@@ -93,10 +110,14 @@ def test_only_ops_that_tf_serving_has(exported_version):
     finally:
         bundle.close()
     assert not ops & PYTHON_ONLY_OPS
-    # Every op is a registered TensorFlow op (no custom-op library was needed to load it).
-    from tensorflow.python.framework import op_def_registry
-
-    assert all(op_def_registry.get(op) is not None for op in ops)
+    # Loading in TensorFlow proves little: a Python process has ops the C++ binary lacks.
+    # Every op must be one reviewed as present in tensorflow_model_server.
+    unreviewed = ops - OPS_IN_TF_SERVING
+    assert not unreviewed, (
+        f"the export uses ops not yet reviewed for tensorflow_model_server: {sorted(unreviewed)}; "
+        "check each is a core TensorFlow op (tensorflow/core/ops, linked into the binary), not one "
+        "from a custom-op library such as tensorflow-text, then add it to OPS_IN_TF_SERVING"
+    )
 
 
 def test_the_graph_tokenizes_with_text_vectorization(exported_version):

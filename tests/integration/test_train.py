@@ -44,10 +44,18 @@ def test_auto_picks_the_family_by_the_samples_to_words_ratio(caplog):
     assert resolve_model(TrainConfig(model="sepcnn"), few_long).model == "sepcnn"
 
 
-def test_the_resolved_family_is_recorded_with_the_export(trained_model):
-    _, result = trained_model
-    config = json.loads((result.export_path / "assets.extra" / "training_config.json").read_text())
-    assert config["model"] in ("mlp", "sepcnn")
+def test_auto_records_the_family_it_resolved_with_the_export(tmp_path, demo_csv):
+    from training.sources import DataSource
+    from training.train import resolve_model, train_and_export
+
+    config = TrainConfig(**TINY_TRAINING).replace(model="auto")
+    prepared = data_lib.prepare(demo_csv, config.validation_fraction, config.seed)
+    expected = resolve_model(config, prepared.frame).model
+    source = DataSource(demo_csv, "demo")
+    result = train_and_export(source, config, tmp_path / "imdb", prepared=prepared)
+    recorded_file = result.export_path / "assets.extra" / "training_config.json"
+    recorded = json.loads(recorded_file.read_text())
+    assert recorded["model"] == expected != "auto"
 
 
 def test_prepared_data_must_match_the_configs_split(tmp_path, demo_csv):

@@ -14,12 +14,19 @@ GOOD_INPUTS = {"review": ("DT_STRING", (-1,))}
 GOOD_OUTPUTS = {"probability": ("DT_FLOAT", (-1,)), "label": ("DT_STRING", (-1,))}
 
 
-def test_names():
-    assert contract.MODEL_NAME == "imdb"
-    assert contract.INPUT_KEY == "review"
-    assert set(contract.OUTPUT_KEYS) == {"probability", "label"}
-    assert contract.LABELS == ("negative", "positive")
-    assert (contract.GRPC_PORT, contract.REST_PORT) == (8500, 8501)
+def test_the_contracts_names_agree_with_each_other():
+    # An edit to one name must carry through the others that are built from it or list it.
+    assert set(contract.EXPECTED_INPUTS) == {contract.INPUT_KEY}
+    assert set(contract.EXPECTED_OUTPUTS) == set(contract.OUTPUT_KEYS)
+    assert contract.LABELS == (contract.NEGATIVE_LABEL, contract.POSITIVE_LABEL)
+    assert contract.NEGATIVE_LABEL != contract.POSITIVE_LABEL
+    assert 0 < contract.DECISION_THRESHOLD < 1
+    assert contract.GRPC_PORT != contract.REST_PORT
+    assert all(1024 <= port < 65536 for port in (contract.GRPC_PORT, contract.REST_PORT))
+    assert contract.MODEL_BASE_DIR.split("/")[-1] == contract.MODEL_NAME
+    assert contract.CONTAINER_MODEL_BASE_PATH.split("/")[-1] == contract.MODEL_NAME
+    # A model name is a path segment and a URL segment (/v1/models/<name>).
+    assert re.fullmatch(r"[a-z0-9][a-z0-9_-]*", contract.MODEL_NAME)
 
 
 def test_contract_module_has_no_imports():
