@@ -2,8 +2,8 @@
 rendered Deployment cut down to what `podman kube play` runs, and everything it makes removed by
 id (or by the unique name it was given) when the test ends, pass or fail.
 
-Podman here is Debian's 4.3, rootful, with CNI networking; ../shared/docs/containers.md §1 says
-what it needs (catatonit, lower default rlimits).
+Podman here is Debian's 4.3, rootful, with CNI networking; it needs catatonit (for the pause
+image) and lower default rlimits than it asks for (DEFAULT_ULIMITS below).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from tests.docker.dockerlib import host_process, run, wait_while_running
 # podman's pause binary: `kube play` builds its infra image (localhost/podman-pause) from it.
 CATATONIT = ("/usr/libexec/podman/catatonit", "/usr/bin/catatonit")
 # The default rlimits podman asks for (nofile 1048576) are above this machine's hard limits,
-# and every container then fails with "error setting rlimit type 7" (then 6, nproc). These are
-# the values of ../shared/docs/containers.md §1, capped at what this process may hand on.
+# and every container then fails with "error setting rlimit type 7" (then 6, nproc). These
+# values are accepted there, capped at what this process may hand on.
 DEFAULT_ULIMITS = {
     "nofile": (resource.RLIMIT_NOFILE, 20000),
     "nproc": (resource.RLIMIT_NPROC, 4096),
