@@ -23,11 +23,30 @@ def read_model_server_config(path: str | Path) -> model_server_config_pb2.ModelS
     Raises:
         ModelConfigError: unreadable, or a syntax error (TF Serving's message, with the line).
     """
+    return parse_model_server_config(read_model_config_text(path), path)
+
+
+def read_model_config_text(path: str | Path) -> str:
+    """The file's text, for a caller that keeps what it parsed (the local server's watcher).
+
+    Raises:
+        ModelConfigError: the file cannot be read, or is not UTF-8.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ModelConfigError(f"Cannot read {path}: {error}") from error
+
+
+def parse_model_server_config(
+    text: str, path: str | Path
+) -> model_server_config_pb2.ModelServerConfig:
+    """Parses ``text``, read from ``path`` (named in the error), as TF Serving does.
+
+    Raises:
+        ModelConfigError: a syntax error (TF Serving's message, with the line).
+    """
     config = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(text, config)

@@ -3,7 +3,8 @@
 What this reproduces of TF Serving's ``ServerCore`` and ``AspiredVersionsManager``:
 - a version is a child folder of the base path whose name is an int64 (``serving.versions``);
   others are ignored;
-- the base path is rescanned every ``file_system_poll_wait_seconds`` (0: once; negative: never);
+- the base paths are rescanned every ``file_system_poll_wait_seconds``; 0 scans once, at
+  start-up, and negative never (``ModelManager._scan_due`` has the whole rule);
 - the version policy (latest N, all, specific) picks the aspired versions;
 - a failed load is retried ``max_num_load_retries`` times, then the version is END with the
   error and is not loaded again while it stays aspired;
@@ -78,7 +79,6 @@ class ServedModel:
     config: model_server_config_pb2.ModelConfig
     versions: dict[int, Version] = field(default_factory=dict)
     aspired: set[int] = field(default_factory=set)
-    scanned_once: bool = False
 
     @property
     def name(self) -> str:
@@ -122,6 +122,8 @@ class ModelManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_scan = float("-inf")
+        # Whether the first scan (the only one when file_system_poll_wait_seconds is 0) ran.
+        self._scanned_once = False
 
     # ----------------------------------------------------------------------------------------
     # Lifecycle
@@ -176,9 +178,11 @@ class ModelManager:
         """Applies a new model config while serving, as TF Serving's config reload does.
 
         Version policies, base paths and labels of the configured models change in place (the
-        next scan loads or unloads versions to match), and new models are added. A label may
-        only point at an AVAILABLE version, except a new label when
-        ``allow_version_labels_for_unavailable_models`` is set.
+        next scan loads or unloads versions to match), and new models are added. With
+        ``file_system_poll_wait_seconds`` <= 0 there is no next scan (``_scan_due``): only the
+        labels change, as in TF Serving, and a warning says so. A label may only point at an
+        AVAILABLE version, except a new label when ``allow_version_labels_for_unavailable_models``
+        is set.
 
         Raises:
             ServingError: FAILED_PRECONDITION (a label points at a version that is not
@@ -195,6 +199,8 @@ class ModelManager:
                 )
             for name, model_config in new.items():
                 self._check_labels(self._models.get(name), model_config)
+            if self.settings.file_system_poll_wait_seconds <= 0:
+                self._warn_unscanned_changes(new)
             for name, model_config in new.items():
                 if name in self._models:
                     self._models[name].config = model_config
@@ -203,6 +209,28 @@ class ModelManager:
             self._last_scan = float("-inf")  # rescan at once with the new policies
             self._changed.notify_all()
         logger.info("Reloaded the model config: %d model(s)", len(new))
+
+    def _warn_unscanned_changes(self, new: dict[str, model_server_config_pb2.ModelConfig]) -> None:
+        """Logs what a reload changes that no scan will apply (file_system_poll_wait_seconds
+        <= 0): TF Serving accepts such a config, and then never loads what it asks for."""
+        poll = self.settings.file_system_poll_wait_seconds
+        for name, model_config in new.items():
+            model = self._models.get(name)
+            if model is None:
+                change = f"the added model {name} is never scanned, so it never loads"
+            elif (
+                model.config.base_path != model_config.base_path
+                or model.config.model_version_policy != model_config.model_version_policy
+            ):
+                change = f"the new version policy or base path of model {name} never applies"
+            else:
+                continue
+            logger.warning(
+                "--file_system_poll_wait_seconds=%g scans no reloaded config: %s; restart the "
+                "server to apply it",
+                poll,
+                change,
+            )
 
     def _check_labels(
         self, model: ServedModel | None, config: model_server_config_pb2.ModelConfig
@@ -291,20 +319,41 @@ class ModelManager:
             self._stop.wait(TICK_SECONDS)
 
     def _tick(self) -> None:
-        poll = self.settings.file_system_poll_wait_seconds
         now = time.monotonic()
-        first = not any(model.scanned_once for model in self._models.values())
-        if first or (poll > 0 and now - self._last_scan >= poll):
-            self._last_scan = now
-            for model in self._models.values():
+        if self._scan_due(now):
+            self._last_scan, self._scanned_once = now, True
+            # A copy: a config reload may add a model meanwhile.
+            for model in list(self._models.values()):
                 self._scan(model)
-        for model in self._models.values():
+        for model in list(self._models.values()):
             self._load_due_versions(model)
             self._unload_unaspired_versions(model)
 
+    def _scan_due(self, now: float) -> bool:
+        """Whether the base paths are scanned now, by TF Serving's rule for
+        ``--file_system_poll_wait_seconds`` (its ``FileSystemStoragePathSource``).
+
+        A scan reads every configured model's base path and applies its version policy, so
+        a new version, a new model, a changed policy or base path takes effect only at a scan.
+
+        - Positive: a scan every that many seconds (and, unlike TF Serving, which keeps its
+          schedule, one right after a config reload).
+        - 0: one scan, when the manager starts, of the models in the start-up config. TF
+          Serving polls once, when its source is connected, and a reload only swaps the
+          source's config. So after a reload with 0, a new model is never scanned and never
+          loads (TF Serving's reload then waits for it for ever, tensorflow/serving#1519),
+          and a changed policy or base path never applies; changed labels do.
+        - Negative: no scan at all, so no version loads and start-up waits for ever.
+        """
+        poll = self.settings.file_system_poll_wait_seconds
+        if poll < 0:
+            return False
+        if not self._scanned_once:
+            return True
+        return poll > 0 and now - self._last_scan >= poll
+
     def _scan(self, model: ServedModel) -> None:
         base_path = Path(model.config.base_path)
-        model.scanned_once = True
         try:
             on_disk = version_folders(base_path)
         except OSError as error:
