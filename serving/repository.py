@@ -277,11 +277,18 @@ class S3Repository:
         self.url = url.rstrip("/")
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
-        self._client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or None,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10),
-        )
+        endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or None
+        try:
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10),
+            )
+        except (*_boto_errors(), ValueError) as error:  # ValueError: a malformed endpoint URL
+            raise RepositoryError(
+                f"cannot create an S3 client for {url} (endpoint {endpoint_url or 'AWS'}): "
+                f"{_cause(error)}"
+            ) from error
         # Streamed multipart transfers: at most 4 x 8 MiB in memory at a time.
         self._transfer = TransferConfig(
             multipart_threshold=CHUNK_BYTES, multipart_chunksize=CHUNK_BYTES, max_concurrency=4
@@ -295,13 +302,15 @@ class S3Repository:
             "/".join([self.prefix, *map(str, parts)]) if self.prefix else "/".join(map(str, parts))
         )
 
-    def _call(self, what: str, function: Any, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
-
+    def _call(self, operation: str, key: str, function: Any, **kwargs: Any) -> Any:
+        """``function(**kwargs)``, with any boto3 or botocore failure raised as a RepositoryError
+        that reads "<operation> s3://bucket/key: <cause>"."""
         try:
             return function(**kwargs)
-        except (BotoCoreError, ClientError) as error:
-            raise RepositoryError(f"{what} ({self.url}): {error}") from error
+        except _boto_errors() as error:
+            raise RepositoryError(
+                f"{operation} s3://{self.bucket}/{key}: {_cause(error)}"
+            ) from error
 
     def published_versions(self) -> list[int]:
         versions = []
@@ -309,6 +318,7 @@ class S3Repository:
         prefix = self._key("") if self.prefix else ""
         pages = self._call(
             "cannot list the repository",
+            prefix,
             lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/")),
         )
         for page in pages:
@@ -319,7 +329,7 @@ class S3Repository:
         return sorted(v for v in versions if self._exists(self._key(v, MANIFEST_NAME)))
 
     def _exists(self, key: str) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import ClientError
 
         try:
             self._client.head_object(Bucket=self.bucket, Key=key)
@@ -327,8 +337,10 @@ class S3Repository:
             if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise RepositoryError(f"cannot read s3://{self.bucket}/{key}: {error}") from error
-        except BotoCoreError as error:  # no connection, no credentials, ...
-            raise RepositoryError(f"cannot read s3://{self.bucket}/{key}: {error}") from error
+        except _boto_errors() as error:  # no connection, no credentials, ...
+            raise RepositoryError(
+                f"cannot read s3://{self.bucket}/{key}: {_cause(error)}"
+            ) from error
         return True
 
     def manifest(self, version: int) -> Manifest | None:
@@ -336,7 +348,8 @@ class S3Repository:
         if not self._exists(key):
             return None
         body = self._call(
-            f"cannot read s3://{self.bucket}/{key}",
+            "cannot read",
+            key,
             lambda: self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read(),
         )
         return Manifest.from_json(body, f"s3://{self.bucket}/{key}")
@@ -347,18 +360,21 @@ class S3Repository:
         for entry in manifest.files:
             key = self._key(version, entry.path)
             self._call(
-                f"cannot upload {entry.path}",
+                f"cannot upload {version_dir / entry.path} to",
+                key,
                 self._client.upload_file,
                 Filename=str(version_dir / entry.path),
                 Bucket=self.bucket,
                 Key=key,
                 Config=self._transfer,
             )
+        manifest_key = self._key(version, MANIFEST_NAME)
         self._call(
             "cannot write the manifest",
+            manifest_key,
             self._client.put_object,
             Bucket=self.bucket,
-            Key=self._key(version, MANIFEST_NAME),
+            Key=manifest_key,
             Body=manifest.to_json().encode(),
         )
         return manifest
@@ -368,16 +384,36 @@ class S3Repository:
         for entry in manifest.files:
             destination = folder / entry.path
             destination.parent.mkdir(parents=True, exist_ok=True)
+            key = self._key(manifest.version, entry.path)
             self._call(
-                f"cannot download {entry.path} of version {manifest.version}",
+                f"cannot download {destination} from",
+                key,
                 self._client.download_file,
                 Bucket=self.bucket,
-                Key=self._key(manifest.version, entry.path),
+                Key=key,
                 Filename=str(destination),
                 Config=self._transfer,
             )
         (folder / MANIFEST_NAME).write_text(manifest.to_json())
         verify_copy(folder, manifest)
+
+
+def _boto_errors() -> tuple[type[Exception], ...]:
+    """Every exception boto3 raises for a failed call: botocore's (a client error, no
+    connection, no credentials, ...) and boto3's own, which its managed transfers raise
+    (``S3UploadFailedError``, ``RetriesExceededError``)."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (Boto3Error, BotoCoreError, ClientError)
+
+
+def _cause(error: Exception) -> str:
+    """The error's type and text, and for a transfer that ran out of retries the last attempt's
+    error (its own text is only "Max Retries Exceeded")."""
+    last_attempt = getattr(error, "last_exception", None)
+    text = f"{type(error).__name__}: {error}"
+    return f"{text}; last attempt: {last_attempt!r}" if last_attempt else text
 
 
 def open_repository(url: str, s3_endpoint_url: str | None = None) -> Repository:
