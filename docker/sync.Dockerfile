@@ -28,7 +28,8 @@ COPY serving/__init__.py serving/contract.py serving/model_config.py serving/ver
 RUN mkdir /models && chown ${SYNC_UID}:${SYNC_UID} /models
 
 USER ${SYNC_UID}:${SYNC_UID}
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# PYTHONPATH: `python -m serving.s3_sync` imports from /app whatever the container's workingDir.
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONPATH=/app
 # Kubernetes checks it with a startupProbe on --ready-file; after that, a crash restarts it.
 HEALTHCHECK NONE
 ENTRYPOINT ["python", "-m", "serving.s3_sync"]

@@ -20,8 +20,16 @@ Every ``--interval`` seconds, and whenever ``models.config`` changes:
 
 Memory is bounded by boto3's streamed transfers (4 x 8 MiB); disk by the wanted versions plus
 one staging copy. It logs one line per fetched or deleted version and per error, nothing while
-idle. After the first complete pass it creates ``--ready-file``: the Pod's startupProbe waits
-for it, so TF Serving starts with its versions on disk.
+idle. A pass that fails, on S3 or on the disk (full, no permission, a folder gone), is one
+error line and the next pass tries again: only a start-up error (a malformed ``--repository``
+or endpoint, a ``--ready-file`` that cannot be reset) ends the sidecar, with exit code 2.
+
+``--ready-file`` is removed at start and created after this process's first complete pass: the
+Pod's startupProbe waits for it, so TF Serving starts with its versions on disk, and a file left
+on the volume by a container that ran before a restart does not count.
+
+It runs as ``python -m serving.s3_sync`` from any working directory where ``serving`` is
+importable: the image puts it on ``PYTHONPATH``.
 
 Dependencies: boto3, protobuf and tensorflow-serving-api's config protos (no TensorFlow), which
 is what ``docker/sync.Dockerfile`` installs.
@@ -77,15 +85,37 @@ class Syncer:
     _reported: set[str] = field(default_factory=set)
 
     def remove_abandoned_staging(self) -> None:
-        if not self.target.is_dir():
+        try:
+            children = list(self.target.iterdir()) if self.target.is_dir() else []
+        except OSError as error:  # the first pass reports it, and retries
+            logger.warning("Cannot look for interrupted syncs in %s: %s", self.target, error)
             return
-        for child in self.target.iterdir():
+        for child in children:
             if child.name.startswith(STAGING_PREFIX):
                 logger.warning("Removing %s, left by an interrupted sync", child)
                 shutil.rmtree(child, ignore_errors=True)
 
+    def sync_pass(self) -> bool:
+        """One pass of the sidecar: ``sync_once``, with a failure of the whole pass (S3, or the
+        disk: full, no permission, a folder gone) logged once, not raised, so that the next
+        pass tries again. True when every wanted version is on disk."""
+        try:
+            complete = self.sync_once()
+        except (RepositoryError, OSError) as error:
+            self.report("pass", f"Sync pass failed, retrying at the next pass: {error}")
+            return False
+        self.clear("pass")
+        return complete
+
     def sync_once(self) -> bool:
-        """One pass; True when every wanted version is on disk."""
+        """One pass; True when every wanted version is on disk. A version that cannot be
+        fetched (S3 or the disk failed) is logged and left for the next pass; the others are
+        still fetched and pruned.
+
+        Raises:
+            RepositoryError: the repository cannot be listed.
+            OSError: the target folder cannot be created or listed.
+        """
         self.target.mkdir(parents=True, exist_ok=True)
         try:
             model = model_entry(read_model_server_config(self.model_config), self.model_name)
@@ -107,7 +137,7 @@ class Syncer:
         for version in sorted(wanted - set(local)):
             try:
                 self._fetch(version)
-            except RepositoryError as error:
+            except (RepositoryError, OSError) as error:
                 complete = False
                 self.report(f"fetch {version}", f"Cannot fetch version {version}: {error}")
         self._prune(wanted, version_folders(self.target))
@@ -175,10 +205,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-name", default=MODEL_NAME)
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between passes")
     parser.add_argument("--prune-grace-seconds", type=float, default=300.0)
-    parser.add_argument("--ready-file", type=Path, help="created after the first complete pass")
+    parser.add_argument(
+        "--ready-file", type=Path, help="removed at start, created after the first complete pass"
+    )
     parser.add_argument("--once", action="store_true", help="one pass, then exit (0: complete)")
     parser.add_argument("--s3-endpoint-url", help="an S3-compatible endpoint (tests, MinIO)")
     return parser
+
+
+def reset_ready_file(path: Path) -> None:
+    """Removes the ready file a previous container left on the volume.
+
+    Raises:
+        OSError: it exists and cannot be removed.
+    """
+    path.unlink(missing_ok=True)
+
+
+def mark_ready(syncer: Syncer, path: Path) -> None:
+    """Creates the ready file after the first complete pass (once); a failure is logged and the
+    next complete pass tries again."""
+    if path.exists():
+        return
+    try:
+        path.touch()
+    except OSError as error:
+        syncer.report("ready", f"Cannot create --ready-file {path}, retrying: {error}")
+        return
+    syncer.clear("ready")
+    logger.info("First sync complete: %s", path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,20 +243,37 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stdout,
     )
+    # Start-up errors are fatal (exit 2): a restart cannot fix them, and the message says why.
     if not args.repository.startswith("s3://"):
-        print(f"s3_sync: --repository must be s3://bucket/prefix, got {args.repository}")
+        print(
+            f"s3_sync: --repository must be s3://bucket/prefix, got {args.repository}",
+            file=sys.stderr,
+        )
         return 2
     try:
         repository = S3Repository(args.repository, endpoint_url=args.s3_endpoint_url)
     except RepositoryError as error:
         print(f"s3_sync: {error}", file=sys.stderr)
         return 2
+    if args.ready_file:
+        try:
+            reset_ready_file(args.ready_file)
+        except OSError as error:
+            print(
+                f"s3_sync: cannot remove the previous --ready-file {args.ready_file}: {error}; "
+                "the startupProbe would pass before this container's first sync",
+                file=sys.stderr,
+            )
+            return 2
     syncer = Syncer(
         repository, args.model_config, args.target, args.model_name, args.prune_grace_seconds
     )
     syncer.remove_abandoned_staging()
     if args.once:
-        return 0 if syncer.sync_once() else 1
+        complete = syncer.sync_pass()
+        if complete and args.ready_file:
+            mark_ready(syncer, args.ready_file)
+        return 0 if complete else 1
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -217,15 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         if config_stamp != last_config or time.monotonic() >= next_pass:
             last_config = config_stamp
             next_pass = time.monotonic() + args.interval
-            try:
-                complete = syncer.sync_once()
-                syncer.clear("pass")
-            except RepositoryError as error:
-                syncer.report("pass", f"Sync pass failed: {error}")
-                complete = False
-            if complete and args.ready_file and not args.ready_file.exists():
-                args.ready_file.touch()
-                logger.info("First sync complete: %s", args.ready_file)
+            if syncer.sync_pass() and args.ready_file:
+                mark_ready(syncer, args.ready_file)
         stop.wait(1.0)
     logger.info("Stopped")
     return 0
