@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "rollout",
-        help="publish, canary, promote, roll back a version (see serving/rollout.py)",
+        help="publish, canary, promote, roll back a version (see serving/rollout/)",
         add_help=False,
     )
     _add_loadtest_parser(commands)
@@ -142,6 +142,9 @@ def _add_loadtest_parser(commands) -> None:
     )
     capacity.add_argument("--results", type=Path, default=Path("reports/loadtest/results.json"))
     capacity.add_argument("--slo-p99-ms", type=float, default=plan.slo_p99_ms)
+    capacity.add_argument(
+        "--error-budget", type=float, help="(default: the one the load test used, in its report)"
+    )
     _add_capacity_arguments(capacity, required=True)
 
 
@@ -183,22 +186,30 @@ def _loadtest(args: argparse.Namespace) -> int:
     if args.target_rps:
         if args.capacity_transport is None:
             args.capacity_transport = "gRPC" if args.grpc_target else "REST"
-        return _write_capacity(document["steps"], args, args.out)
+        return _write_capacity(document["steps"], args, args.out, plan.error_budget)
     return EXIT_OK
 
 
 def _capacity(args: argparse.Namespace) -> int:
+    from serving.loadtest import DEFAULT_ERROR_BUDGET
+
     try:
-        steps = json.loads(args.results.read_text())["steps"]
-    except (OSError, ValueError, KeyError) as error:
+        report = json.loads(args.results.read_text())
+        steps = report["steps"]
+        # Steps are judged as the load test judged them: with the budget it ran with.
+        recorded = report.get("plan", {}).get("error_budget", DEFAULT_ERROR_BUDGET)
+    except (OSError, ValueError, KeyError, AttributeError) as error:
         print(
             f"error: cannot read a load-test report from {args.results}: {error}", file=sys.stderr
         )
         return EXIT_FAILED
-    return _write_capacity(steps, args, args.results.parent)
+    error_budget = recorded if args.error_budget is None else args.error_budget
+    return _write_capacity(steps, args, args.results.parent, error_budget)
 
 
-def _write_capacity(steps: list[dict], args: argparse.Namespace, out: Path) -> int:
+def _write_capacity(
+    steps: list[dict], args: argparse.Namespace, out: Path, error_budget: float
+) -> int:
     from serving.capacity import (
         CapacityError,
         CapacityTarget,
@@ -217,6 +228,7 @@ def _write_capacity(steps: list[dict], args: argparse.Namespace, out: Path) -> i
             transport=args.capacity_transport or "gRPC",
             measured_replicas=args.measured_replicas,
             cpus_per_pod=args.cpus_per_pod,
+            error_budget=error_budget,
         )
         plan = plan_capacity(steps, target)
     except (CapacityError, ValueError) as error:
@@ -275,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return smoke_main(argv[1:])
     if argv[:1] == ["rollout"]:
-        from serving.rollout import main as rollout_main
+        from serving.rollout.cli import main as rollout_main
 
         return rollout_main(argv[1:])
     args = parse_args(build_parser(), argv)

@@ -2,10 +2,11 @@
 batching parameters out.
 
 The arithmetic, stated so that an operator can check it:
-- **Per-replica capacity** = the best requests/s that one replica sustained with the target's
-  reviews per request, no errors and p99 within the SLO (the open loop's maximum sustainable
-  rate when the sweep has one, otherwise the best closed-loop step), divided by the replicas
-  that served the measurement.
+- **Per-replica capacity** = the best requests/s (answered OK) that one replica sustained with
+  the target's reviews per request in a step that held: p99 within the SLO and errors within
+  the error budget, the load test's own rule (``serving.loadtest.step_holds``; the open loop's
+  maximum sustainable rate when the sweep has one, otherwise the best closed-loop step),
+  divided by the replicas that served the measurement.
 - **Replicas for the peak** = ceil(target / (capacity x ``max_utilisation``)): pods run below
   the rate at which their p99 reached the SLO, leaving room for bursts between HPA decisions.
 - **minReplicas** = that + 1, so that losing one pod (a node drain, a crash) still carries the
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+
+from serving.loadtest import DEFAULT_ERROR_BUDGET, StepResult, step_holds
 
 # Share of the measured capacity a pod is planned to run at; also the HPA's CPU target, as in
 # k8s/base/hpa.yaml (CPU use grows with the request rate on these CPU-bound pods).
@@ -43,6 +46,8 @@ class CapacityTarget:
     measured_replicas: int = 1
     cpus_per_pod: int = 2
     max_utilisation: float = DEFAULT_MAX_UTILISATION
+    # Share of a step's requests that may fail for it to count: the load test's --error-budget.
+    error_budget: float = DEFAULT_ERROR_BUDGET
 
     def __post_init__(self) -> None:
         if self.target_rps <= 0 or self.reviews_per_request <= 0 or self.slo_p99_ms <= 0:
@@ -51,6 +56,8 @@ class CapacityTarget:
             raise ValueError("measured replicas and CPUs per pod must be at least 1")
         if not 0 < self.max_utilisation <= 1:
             raise ValueError(f"max utilisation must be in (0, 1], got {self.max_utilisation}")
+        if not 0 <= self.error_budget < 1:
+            raise ValueError(f"error budget must be in [0, 1), got {self.error_budget}")
 
 
 @dataclass(frozen=True)
@@ -68,34 +75,40 @@ def plan_capacity(steps: list[dict], target: CapacityTarget) -> CapacityPlan:
     """The plan for ``target`` from the ``steps`` of a load-test report (``results.json``).
 
     Raises:
-        CapacityError: no error-free step of that transport and request size met the SLO.
+        CapacityError: no step of that transport and request size held (``step_holds``), or a
+            step is not one of a load-test report.
     """
+    try:
+        results = [StepResult.from_report(step) for step in steps]
+    except ValueError as error:
+        raise CapacityError(f"not a load-test report: {error}") from error
     usable = [
         step
-        for step in steps
-        if step["transport"] == target.transport
-        and step["reviews_per_request"] == target.reviews_per_request
-        and not step["errors"]
-        and step["latency_ms"]["p99"] <= target.slo_p99_ms
+        for step in results
+        if step.transport == target.transport
+        and step.reviews_per_request == target.reviews_per_request
+        and step_holds(step, target.slo_p99_ms, target.error_budget)
     ]
-    open_loop = [step for step in usable if step["mode"] == "open"]
+    open_loop = [step for step in usable if step.mode == "open"]
     candidates = open_loop or usable
     if not candidates:
         raise CapacityError(
-            f"no error-free {target.transport} step with {target.reviews_per_request} review(s) "
-            f"per request kept p99 within {target.slo_p99_ms:g} ms; measure that request size "
+            f"no {target.transport} step with {target.reviews_per_request} review(s) per "
+            f"request kept p99 within {target.slo_p99_ms:g} ms and errors within the error "
+            f"budget ({100 * target.error_budget:g}% of requests); measure that request size "
             "(--batch-sizes) or relax the SLO"
         )
-    best = max(candidates, key=lambda step: step["requests_per_second"])
-    per_replica = best["requests_per_second"] / target.measured_replicas
+    best = max(candidates, key=lambda step: step.requests_per_second)
+    per_replica = best.requests_per_second / target.measured_replicas
     load = (
-        f"{best['target_rate']:,.0f} requests/s offered"
-        if best["mode"] == "open"
-        else f"{best['concurrency']} clients"
+        f"{best.target_rate:,.0f} requests/s offered"
+        if best.mode == "open"
+        else f"{best.concurrency} clients"
     )
+    errors = f"{best.error_count} error(s) in {best.requests:,} requests"
     source = (
-        f"{best['mode']}-loop step, {load}: {best['requests_per_second']:,.0f} requests/s at "
-        f"p99 {best['latency_ms']['p99']:.1f} ms on {target.measured_replicas} replica(s)"
+        f"{best.mode}-loop step, {load}: {best.requests_per_second:,.0f} requests/s at "
+        f"p99 {best.latency_ms['p99']:.1f} ms, {errors}, on {target.measured_replicas} replica(s)"
     )
     replicas = max(1, math.ceil(target.target_rps / (per_replica * target.max_utilisation)))
     min_replicas = max(2, replicas + 1)

@@ -7,9 +7,11 @@
 - **Open loop** (``--open-loop``): requests are *scheduled* at a constant rate, whatever the
   server does, and each latency is measured from the scheduled send time, so a slow server
   cannot hide its queueing (no coordinated omission). The rate steps up by ``--rate-factor``
-  until the p99 passes ``--slo-p99-ms`` or errors pass ``--error-budget`` (twice in a row at
-  one rate: a breaking step is repeated once): the best rate that held is the maximum
-  sustainable rate.
+  until a step no longer holds (twice in a row at one rate: a breaking step is repeated once):
+  the best rate that held is the maximum sustainable rate.
+- A step **holds** when its p99 is within ``--slo-p99-ms`` and its errors are at most
+  ``--error-budget`` of its requests (``step_holds``: the one rule for the ramp, the report's
+  maximum sustainable rate and the capacity plan, ``serving/capacity.py``).
 
 Per step: requests/s, reviews/s, p50/p90/p99/p99.9 latency and errors by status (gRPC code or
 HTTP status). Writes ``results.json``, ``results.md`` and ``latency.png`` to ``--out``; prints a
@@ -30,7 +32,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -47,6 +49,8 @@ MAX_IN_FLIGHT = 2048
 # Seconds a request may take before it counts as an error.
 REQUEST_TIMEOUT_SECONDS = 10.0
 CLIENT_SATURATED = "client saturated"
+# Share of a step's requests that may fail while the step still holds: 1 in 1,000.
+DEFAULT_ERROR_BUDGET = 0.001
 
 
 class LoadTestError(Exception):
@@ -72,6 +76,32 @@ class StepResult:
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
+
+    @classmethod
+    def from_report(cls, step: dict) -> StepResult:
+        """A step as ``write_report`` stored it in ``results.json``.
+
+        Raises:
+            ValueError: a field is missing.
+        """
+        names = [item.name for item in fields(cls)]
+        missing = [name for name in names if name not in step]
+        if missing:
+            raise ValueError(f"a load-test step without {', '.join(missing)}: {step}")
+        return cls(**{name: step[name] for name in names})
+
+
+def step_holds(step: StepResult, slo_p99_ms: float, error_budget: float) -> bool:
+    """The one rule for "a step holds", used by the open-loop ramp, the report's maximum
+    sustainable rates and the capacity plan: its p99 is within the SLO and its errors (every
+    outcome but OK, "client saturated" and timeouts included) are at most ``error_budget`` of
+    its requests.
+
+    The budget is explicit (``--error-budget``, default ``DEFAULT_ERROR_BUDGET``) rather than
+    zero: a production SLO allows a stated share of failures, and one 503 in 100,000 requests
+    should not move the capacity plan to a lower rate. A budget of 0 asks for error-free steps.
+    """
+    return step.latency_ms["p99"] <= slo_p99_ms and step.error_count <= error_budget * step.requests
 
 
 @dataclass
@@ -259,7 +289,7 @@ class Plan:
     rate_factor: float = 1.5
     max_rate: float = 20_000.0
     slo_p99_ms: float = 20.0
-    error_budget: float = 0.001
+    error_budget: float = DEFAULT_ERROR_BUDGET
 
 
 class LoadTest:
@@ -304,23 +334,18 @@ class LoadTest:
         )
 
     async def open_steps(self, transport: Transport, size: int) -> None:
-        """Steps the rate up until a step breaks the SLO or the error budget twice in a row
-        (a step that breaks is run once more, so that one noisy second does not end the ramp)."""
+        """Steps the rate up until a step does not hold (``step_holds``) twice in a row (a step
+        that breaks is run once more, so that one noisy second does not end the ramp)."""
         rate, failures = self.plan.start_rate, 0
         while rate <= self.plan.max_rate:
             step = await self.open_step(transport, size, rate)
             self.results.append(step)
-            if self._holds(step):
+            if step_holds(step, self.plan.slo_p99_ms, self.plan.error_budget):
                 rate, failures = rate * self.plan.rate_factor, 0
             elif failures:
                 return
             else:
                 failures = 1
-
-    def _holds(self, step: StepResult) -> bool:
-        return step.latency_ms["p99"] <= self.plan.slo_p99_ms and (
-            step.error_count <= self.plan.error_budget * max(1, step.requests)
-        )
 
     async def open_step(self, transport: Transport, size: int, rate: float) -> StepResult:
         recorder = Recorder()
@@ -405,12 +430,14 @@ def describe(step: StepResult) -> str:
     )
 
 
-def max_sustainable_rates(results: list[StepResult], slo_p99_ms: float) -> list[dict]:
-    """Per transport and batch size: the highest open-loop rate whose p99 met the SLO, error
-    free."""
+def max_sustainable_rates(
+    results: list[StepResult], slo_p99_ms: float, error_budget: float
+) -> list[dict]:
+    """Per transport and batch size: the highest open-loop rate among the steps that held
+    (``step_holds``)."""
     best: dict[tuple[str, int], StepResult] = {}
     for step in results:
-        if step.mode != "open" or step.error_count or step.latency_ms["p99"] > slo_p99_ms:
+        if step.mode != "open" or not step_holds(step, slo_p99_ms, error_budget):
             continue
         key = (step.transport, step.reviews_per_request)
         if key not in best or step.requests_per_second > best[key].requests_per_second:
@@ -448,7 +475,8 @@ def markdown(results: list[StepResult], document: dict) -> str:
         lines.append("")
         lines.append(
             f"Max sustainable ({row['transport']}, {row['reviews_per_request']} review(s)/request, "
-            f"p99 <= {document['plan']['slo_p99_ms']:g} ms): {row['requests_per_second']:,.0f} "
+            f"p99 <= {document['plan']['slo_p99_ms']:g} ms, errors <= "
+            f"{100 * document['plan']['error_budget']:g}%): {row['requests_per_second']:,.0f} "
             f"requests/s ({row['reviews_per_second']:,.0f} reviews/s, p99 {row['p99_ms']} ms)"
         )
     return "\n".join(lines) + "\n"
@@ -487,7 +515,7 @@ def write_report(results: list[StepResult], plan: Plan, endpoints: dict, out: Pa
         "endpoints": endpoints,
         "plan": asdict(plan),
         "steps": [asdict(step) for step in results],
-        "max_sustainable": max_sustainable_rates(results, plan.slo_p99_ms)
+        "max_sustainable": max_sustainable_rates(results, plan.slo_p99_ms, plan.error_budget)
         if plan.open_loop
         else [],
     }

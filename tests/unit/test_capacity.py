@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -15,14 +17,18 @@ from serving.capacity import (
 
 
 def step(mode, rps, p99, size=1, errors=None, transport="gRPC"):
+    """A step of a load-test report (results.json) that ran for 10 s."""
     return {
         "transport": transport,
         "mode": mode,
         "reviews_per_request": size,
         "concurrency": 16 if mode == "closed" else None,
         "target_rate": rps if mode == "open" else None,
+        "seconds": 10.0,
+        "requests": 10 * rps,
         "errors": errors or {},
         "requests_per_second": rps,
+        "reviews_per_second": rps * size,
         "latency_ms": {"p99": p99},
     }
 
@@ -32,7 +38,7 @@ STEPS = [
     step("closed", 1500, 35),  # over the SLO
     step("open", 800, 8),
     step("open", 1000, 12),
-    step("open", 1300, 19, errors={"UNAVAILABLE": 2}),  # errors
+    step("open", 1300, 19, errors={"UNAVAILABLE": 14}),  # over the 0.001 error budget
     step("open", 5000, 5, size=32),  # another request size
 ]
 
@@ -79,3 +85,24 @@ def test_the_outputs_are_a_valid_hpa_patch_and_batching_file():
     assert patch["spec"]["minReplicas"] == plan.min_replicas
     options = BatchingOptions.from_text(batching_config(plan))
     assert options.max_batch_size == 512 and options.batch_timeout_micros == 0
+
+
+def test_the_capacity_command_judges_steps_with_the_reports_error_budget(tmp_path, capsys):
+    """`python -m serving capacity` plans from the steps that held in the load test: with the
+    error budget recorded in its report, not a stricter or looser one of its own."""
+    from serving.__main__ import main
+
+    report = tmp_path / "results.json"
+    within_one_percent = step("open", 1000, 12, errors={"UNAVAILABLE": 50})  # 0.5% of requests
+    report.write_text(
+        json.dumps(
+            {"plan": {"slo_p99_ms": 20, "error_budget": 0.01}, "steps": [within_one_percent]}
+        )
+    )
+    argv = ["capacity", "--results", str(report), "--target-rps", "500", "--slo-p99-ms", "20"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "per replica: 1,000 requests/s" in capsys.readouterr().out
+    # The same step with the default budget (0.001): over it, so nothing to plan from.
+    report.write_text(json.dumps({"plan": {"slo_p99_ms": 20}, "steps": [within_one_percent]}))
+    assert main(argv) == 1
+    assert "error budget" in capsys.readouterr().err

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+from dataclasses import asdict
 
 import pytest
 
+from serving.capacity import CapacityError, CapacityTarget, plan_capacity
 from serving.loadtest import (
+    CLIENT_SATURATED,
+    LoadTest,
     LoadTestError,
+    Plan,
     StepResult,
     check_grpc_target,
     check_rest_url,
@@ -15,6 +21,8 @@ from serving.loadtest import (
     max_sustainable_rates,
     open_loop_schedule,
     read_reviews,
+    step_holds,
+    write_report,
 )
 
 
@@ -69,7 +77,70 @@ def step(rate: float, p99: float, errors: dict | None = None) -> StepResult:
     )
 
 
-def test_max_sustainable_rate_is_the_best_error_free_step_within_the_slo():
+def test_max_sustainable_rate_is_the_best_step_within_the_slo_and_the_error_budget():
     steps = [step(100, 5), step(200, 9), step(400, 25), step(300, 8, {"UNAVAILABLE": 1})]
-    (best,) = max_sustainable_rates(steps, slo_p99_ms=20)
+    (best,) = max_sustainable_rates(steps, slo_p99_ms=20, error_budget=0.001)
     assert (best["requests_per_second"], best["p99_ms"]) == (200, 9)
+
+
+# Steps of 10,000 requests each, judged with Plan()'s SLO of 20 ms and its budget of 0.001
+# (10 errors): on both sides of each limit.
+SLO_P99_MS = Plan().slo_p99_ms
+JUDGED_STEPS = {
+    "clean": (12.0, {}, True),
+    "errors at the budget": (12.0, {"UNAVAILABLE": 9, CLIENT_SATURATED: 1}, True),
+    "errors over the budget": (12.0, {"UNAVAILABLE": 11}, False),
+    "p99 at the SLO": (SLO_P99_MS, {}, True),
+    "p99 over the SLO": (SLO_P99_MS + 0.1, {}, False),
+}
+
+
+def judged_step(p99: float, errors: dict[str, int]) -> StepResult:
+    latency = {"p50": p99 / 2, "p90": p99 * 0.8, "p99": p99, "p99.9": p99 * 1.5}
+    return StepResult("gRPC", "open", 1, None, 1000.0, 10.0, 10_000, errors, 999, 999, latency)
+
+
+def ramp_holds(step_result: StepResult) -> bool:
+    """Whether the open-loop ramp steps up after ``step_result`` (held) or runs the same rate
+    once more (broke)."""
+    plan = Plan(open_loop=True, start_rate=100, rate_factor=2, max_rate=150)
+    load_test = LoadTest([], ["a review"], plan)
+    rates: list[float] = []
+
+    async def open_step(transport, size, rate):
+        rates.append(rate)
+        return step_result
+
+    load_test.open_step = open_step
+    asyncio.run(load_test.open_steps(None, 1))
+    assert rates in ([100], [100, 100])
+    return rates == [100]
+
+
+def report_holds(step_result: StepResult, out) -> bool:
+    document = write_report([step_result], Plan(open_loop=True), {}, out)
+    return bool(document["max_sustainable"])
+
+
+def capacity_holds(step_result: StepResult) -> bool:
+    target = CapacityTarget(target_rps=100, reviews_per_request=1, slo_p99_ms=SLO_P99_MS)
+    try:
+        plan_capacity([asdict(step_result)], target)
+    except CapacityError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("case", JUDGED_STEPS)
+def test_a_step_is_judged_by_the_same_rule_in_the_ramp_the_report_and_the_capacity_plan(
+    case, tmp_path
+):
+    p99, errors, expected = JUDGED_STEPS[case]
+    judged = judged_step(p99, errors)
+    verdicts = {
+        "rule": step_holds(judged, SLO_P99_MS, Plan().error_budget),
+        "ramp": ramp_holds(judged),
+        "report": report_holds(judged, tmp_path),
+        "capacity plan": capacity_holds(judged),
+    }
+    assert verdicts == dict.fromkeys(verdicts, expected)
