@@ -3,7 +3,8 @@
 Two layouts are read:
 - the Kaggle "IMDB Dataset of 50K Movie Reviews" CSV: columns ``review,sentiment`` with sentiment
   ``positive|negative``; extra columns are ignored except ``movie_id``, which groups the split;
-  plain or compressed (``.gz``, ``.bz2``, ``.zip``, ``.xz``), as pandas infers from the suffix;
+  plain or compressed (``.gz``, ``.bz2``, ``.zip`` holding one file, ``.xz``), told by the
+  suffix as pandas infers it;
 - the original ``aclImdb/`` folder: ``{train,test}/{pos,neg}/<id>_<rating>.txt``, with the
   movie of each review taken from ``urls_pos.txt``/``urls_neg.txt`` when they are present.
 
@@ -14,10 +15,14 @@ Bad input raises ``ValueError`` naming the file and the row or field.
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import io
 import logging
+import lzma
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -316,12 +321,38 @@ def split_train_validation(
     )
 
 
+def _read_zip_member(path: Path) -> bytes:
+    """The one file in a zip archive, as pandas reads a zipped CSV."""
+    with zipfile.ZipFile(path) as archive:
+        members = [info for info in archive.infolist() if not info.is_dir()]
+        if len(members) != 1:
+            names = ", ".join(info.filename for info in members) or "none"
+            raise zipfile.BadZipFile(f"expected one file in the zip archive, found: {names}")
+        return archive.read(members[0])
+
+
+# Streams by suffix (any case), as pandas' compression="infer" tells them; any other file is
+# read as it is.
+_STREAM_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The content of a file, decompressed as its suffix says."""
+    suffix = path.suffix.lower()
+    if suffix == ".zip":
+        return _read_zip_member(path)
+    if suffix in _STREAM_OPENERS:
+        with _STREAM_OPENERS[suffix](path, "rb") as stream:
+            return stream.read()
+    return path.read_bytes()
+
+
 def _read_text(path: Path) -> str:
     """Reads a (possibly compressed) file as UTF-8, naming the line of an undecodable byte."""
     try:
-        with pd.io.common.get_handle(path, "rb", compression="infer", is_text=False) as handle:
-            data = handle.handle.read()
-    except OSError as error:
+        data = _read_bytes(path)
+    # EOFError: a truncated gzip, bz2 or xz stream.
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: cannot read the file: {error}") from error
     try:
         return data.decode("utf-8-sig")

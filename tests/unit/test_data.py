@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+import bz2
 import gzip
+import io
+import lzma
+import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.helpers import PROJECT_ROOT
 from training import data
 
 
@@ -69,6 +75,95 @@ class TestCsv:
         rows = "".join(" ,positive\n" for _ in range(8))
         with pytest.raises(ValueError, match=r"row\(s\) 1, 2, 3, 4, 5 and 3 more"):
             data.load_reviews(write(tmp_path / "r.csv", "review,sentiment\n" + rows))
+
+
+def zipped(*members: tuple[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members:
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+# How each compression pandas infers from a suffix (read_csv's "infer") is written.
+COMPRESSIONS = {
+    ".gz": gzip.compress,
+    ".bz2": bz2.compress,
+    ".xz": lzma.compress,
+    ".zip": lambda content: zipped(("reviews.csv", content)),
+}
+
+
+def pandas_names(source: str) -> set[str]:
+    """Every dotted pandas name a module uses (``pd.read_csv`` -> ``pandas.read_csv``)."""
+    tree = ast.parse(source)
+    aliases = {"pandas": "pandas"}
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "pandas":
+                    aliases[alias.asname or alias.name] = alias.name
+                    names.add(alias.name)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "pandas":
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Attribute):
+            parts = [node.attr]
+            value = node.value
+            while isinstance(value, ast.Attribute):
+                parts.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id in aliases:
+                names.add(".".join([aliases[value.id], *reversed(parts)]))
+    # pd.io.common.get_handle, not also pd.io and pd.io.common.
+    return {name for name in names if not any(other.startswith(f"{name}.") for other in names)}
+
+
+class TestCompressedFiles:
+    @pytest.mark.parametrize("suffix", [*COMPRESSIONS, ".GZ"])
+    def test_reads_what_pandas_infers_from_the_suffix(self, tmp_path, suffix):
+        content = "\ufeffreview,sentiment\nCaf\u00e9 society,positive\n".encode()
+        path = tmp_path / f"reviews.csv{suffix}"
+        path.write_bytes(COMPRESSIONS[suffix.lower()](content))
+        frame = data.load_reviews(path)
+        assert frame["review"].tolist() == ["Caf\u00e9 society"]  # the BOM is not in a name
+
+    def test_an_undecodable_byte_in_a_compressed_file_names_its_line(self, tmp_path):
+        path = tmp_path / "reviews.csv.xz"
+        path.write_bytes(lzma.compress(b"review,sentiment\nok,positive\nbad \xff,negative\n"))
+        with pytest.raises(ValueError, match=r"reviews\.csv\.xz: line 3 is not valid UTF-8"):
+            data.load_reviews(path)
+
+    @pytest.mark.parametrize(
+        ("name", "content"),
+        [
+            ("truncated.csv.gz", gzip.compress(GOOD_CSV.encode())[:-12]),
+            ("damaged.csv.zip", b"PK\x03\x04 not really a zip"),
+            ("two.csv.zip", zipped(("a.csv", b"review,sentiment\n"), ("b.csv", b"x"))),
+            ("empty.csv.zip", zipped()),
+        ],
+    )
+    def test_a_damaged_or_ambiguous_archive_is_a_value_error_naming_it(
+        self, tmp_path, name, content
+    ):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match="cannot read the file") as error:
+            data.load_reviews(path)
+        assert str(path) in str(error.value)
+
+    def test_the_loaders_use_only_public_pandas_api(self):
+        """pandas' private modules (``pandas.io.common``, ``pandas.core``, ``pandas._libs``...)
+        change without notice between releases."""
+        private = []
+        for module in sorted((PROJECT_ROOT / "training").glob("*.py")):
+            for name in pandas_names(module.read_text()):
+                parts = name.split(".")
+                if parts[1:2] in (["io"], ["core"], ["compat"]) or any(
+                    part.startswith("_") for part in parts
+                ):
+                    private.append(f"{module.name}: {name}")
+        assert private == []
 
 
 def make_aclimdb(root: Path, with_urls: bool = True) -> Path:
