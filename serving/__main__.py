@@ -23,12 +23,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from serving.cli_args import (
-    DEFAULT_TIMEOUT_SECONDS,
     EXIT_FAILED,
     EXIT_OK,
     parse_args,
 )
-from serving.contract import MODEL_BASE_DIR, MODEL_NAME
+from serving.contract import MODEL_BASE_DIR, MODEL_NAME, REQUEST_TIMEOUT_SECONDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         endpoint.add_argument("--grpc-target", help="e.g. localhost:8500")
         command.add_argument("--model-name", default=MODEL_NAME)
         command.add_argument(
-            "--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="seconds per request"
+            "--timeout", type=float, default=REQUEST_TIMEOUT_SECONDS, help="seconds per request"
         )
         command.add_argument("--version", type=int, help="a specific version (default: latest)")
         command.add_argument("--json", action="store_true", help="print JSON")

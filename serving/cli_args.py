@@ -11,8 +11,6 @@ import os
 
 # Exit codes of every CLI: success, the work failed (bad data, a failed request), bad usage.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# Seconds a client waits for one REST or gRPC request unless told otherwise.
-DEFAULT_TIMEOUT_SECONDS = 10.0
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:

@@ -20,17 +20,16 @@ from typing import Any, Protocol
 
 import requests
 
-from serving.cli_args import DEFAULT_TIMEOUT_SECONDS
 from serving.contract import (
     INPUT_KEY,
+    MAX_MESSAGE_BYTES,
     MODEL_NAME,
     OUTPUT_LABEL,
     OUTPUT_PROBABILITY,
+    REQUEST_TIMEOUT_SECONDS,
     SIGNATURE_NAME,
 )
 
-# gRPC clients receive at most 4 MB by default; predictions for big batches can exceed it.
-GRPC_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 # HTTP status -> TF/gRPC code name, the inverse of TF Serving's mapping (ambiguous ones chosen
 # by the most likely cause: 400 is mostly INVALID_ARGUMENT, 409 ABORTED, 500 INTERNAL).
 HTTP_STATUS_CODES = {
@@ -161,7 +160,7 @@ class RestClient:
         self,
         base_url: str,
         model_name: str = MODEL_NAME,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
         session: requests.Session | None = None,
     ):
         if not base_url.startswith(("http://", "https://")):
@@ -283,7 +282,7 @@ class GrpcClient:
         self,
         target: str,
         model_name: str = MODEL_NAME,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
         channel: Any = None,
     ):
         import grpc
@@ -303,7 +302,7 @@ class GrpcClient:
         self.model_name = model_name
         self.timeout = timeout
         self._channel = channel or grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", GRPC_MAX_RECEIVE_BYTES)]
+            target, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
         )
         self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
@@ -420,7 +419,7 @@ def make_client(
     rest_url: str | None = None,
     grpc_target: str | None = None,
     model_name: str = MODEL_NAME,
-    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    timeout: float = REQUEST_TIMEOUT_SECONDS,
 ) -> SentimentClient:
     """A REST client for ``rest_url`` or a gRPC client for ``grpc_target`` (exactly one)."""
     if (rest_url is None) == (grpc_target is None):

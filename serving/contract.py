@@ -43,6 +43,29 @@ CONTAINER_MODEL_BASE_PATH = f"/models/{MODEL_NAME}"
 # Warmup records that TF Serving replays before a version becomes AVAILABLE.
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
+# --- Deployment and monitoring wire names --------------------------------------------------
+# Read by the rollout verbs, the Makefile and scripts/deploy.sh (plain python3 -c); the YAML and
+# config files in k8s/ spell the same values (tests/unit/test_contract.py checks them).
+# Kubernetes namespace of every object in k8s/ (k8s/base/kustomization.yaml).
+K8S_NAMESPACE = "imdb-serving"
+# ConfigMap holding the models.config that the repository-mode pods mount and re-read.
+MODELS_CONFIGMAP = "imdb-models"
+# HTTP path of TF Serving's Prometheus metrics on the REST port (k8s/base/config/monitoring.config).
+METRICS_PATH = "/monitoring/prometheus/metrics"
+# Counter of every inference request, by model_name and status, as TF Serving names it.
+REQUEST_COUNT_METRIC = ":tensorflow:serving:request_count"
+# --- end of the deployment and monitoring wire names ----------------------------------------
+
+# Limits the server and its clients share.
+# Largest request or response message, in bytes: the local server's --max_request_bytes default,
+# the gRPC clients' receive limit (gRPC's own default is 4 MiB, too small for large batches).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Default deadline of one client request (the client, the smoke test, the load test), seconds.
+REQUEST_TIMEOUT_SECONDS = 10.0
+# The latency objective: p99 of one request, milliseconds (the load test's ramp, the capacity plan
+# and the serving benchmark judge against it unless told otherwise).
+LATENCY_SLO_P99_MS = 20.0
+
 # The SignatureDef the export must have and the smoke test checks: key -> (dtype, shape), where
 # -1 is the batch dimension.
 EXPECTED_INPUTS = {INPUT_KEY: ("DT_STRING", (-1,))}

@@ -36,7 +36,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from serving.contract import INPUT_KEY, MODEL_NAME, SIGNATURE_NAME
+from serving.contract import (
+    INPUT_KEY,
+    LATENCY_SLO_P99_MS,
+    MAX_MESSAGE_BYTES,
+    MODEL_NAME,
+    REQUEST_TIMEOUT_SECONDS,
+    SIGNATURE_NAME,
+)
 
 # Reviews shipped with the project for when no --reviews file is given (written for the
 # project: no IMDB text).
@@ -46,8 +53,6 @@ PERCENTILES = (50, 90, 99, 99.9)
 # Requests that may be in flight at once in the open loop; beyond it the generator itself is
 # the bottleneck, and those requests count as errors ("client saturated").
 MAX_IN_FLIGHT = 2048
-# Seconds a request may take before it counts as an error.
-REQUEST_TIMEOUT_SECONDS = 10.0
 CLIENT_SATURATED = "client saturated"
 # Share of a step's requests that may fail while the step still holds: 1 in 1,000.
 DEFAULT_ERROR_BUDGET = 0.001
@@ -239,7 +244,7 @@ class GrpcTransport(Transport):
         self._dt_string = types_pb2.DT_STRING
         self._target, self._model_name = target, model_name
         self._channel = grpc.aio.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+            target, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
         )
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel).Predict
         self._status = model_service_pb2_grpc.ModelServiceStub(self._channel).GetModelStatus
@@ -288,7 +293,7 @@ class Plan:
     start_rate: float = 50.0
     rate_factor: float = 1.5
     max_rate: float = 20_000.0
-    slo_p99_ms: float = 20.0
+    slo_p99_ms: float = LATENCY_SLO_P99_MS
     error_budget: float = DEFAULT_ERROR_BUDGET
 
 

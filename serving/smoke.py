@@ -13,7 +13,6 @@ import sys
 import time
 
 from serving.cli_args import (
-    DEFAULT_TIMEOUT_SECONDS,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -26,7 +25,13 @@ from serving.client import (
     make_client,
     wait_until_available,
 )
-from serving.contract import MODEL_NAME, NEGATIVE_LABEL, POSITIVE_LABEL, signature_problems
+from serving.contract import (
+    MODEL_NAME,
+    NEGATIVE_LABEL,
+    POSITIVE_LABEL,
+    REQUEST_TIMEOUT_SECONDS,
+    signature_problems,
+)
 
 CLEARLY_POSITIVE = (
     "A wonderful, moving film with brilliant acting and a beautiful story. "
@@ -126,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--deadline", type=float, default=120.0, help="seconds to wait for AVAILABLE (default 120)"
     )
     parser.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="seconds per request"
+        "--timeout", type=float, default=REQUEST_TIMEOUT_SECONDS, help="seconds per request"
     )
     parser.add_argument("--label", help="check the version a label names, e.g. canary")
     return parser
