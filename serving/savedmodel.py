@@ -1,6 +1,7 @@
 """A SavedModel loaded the way TF Serving's C++ loader does: a TF1 session over a MetaGraph.
 
-Shared by the export check (``training.export``), the graph benchmark and the local server.
+Shared by the export check (``serving/export_check.py``), the graph benchmark and the local
+server.
 
 TF Serving does not call Python functions of the SavedModel. It imports the ``serve`` MetaGraph
 into a session, runs its init op (which fills lookup tables such as the n-gram and word
@@ -114,12 +115,21 @@ class SessionBundle:
     def check_inputs(
         self, signature_name: str, inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """The inputs as arrays, checked against the signature's dtypes and ranks.
+        """The inputs as arrays, checked against the signature's keys, dtypes and ranks.
+
+        Call it once on inputs that come from outside (the local server does, per request and
+        before batching); ``run`` does not check again.
 
         Raises:
-            SignatureError: an input's dtype or rank does not fit the signature.
+            SignatureError: an input key is unknown or missing, or an input's dtype or rank
+                does not fit the signature.
         """
         signature_inputs = self.inputs(signature_name)
+        if set(inputs) != set(signature_inputs):
+            raise SignatureError(
+                f"inputs {sorted(inputs)} do not match signature {signature_name!r}, whose "
+                f"inputs are {sorted(signature_inputs)}"
+            )
         checked = {}
         for key, value in inputs.items():
             info = signature_inputs[key]
@@ -136,8 +146,8 @@ class SessionBundle:
                     f"input {key!r} expects {info.dtype_name} but {value.dtype} is provided"
                 )
             if info.shape is not None and value.ndim != len(info.shape):
-                # Checked here because a wrong rank can CHECK-fail some kernels and abort the
-                # process (tensorflow/serving#1530); a clear error is better for every caller.
+                # TF Serving does not check the rank, but a wrong one can CHECK-fail some
+                # kernels and abort the process (tensorflow/serving#1530).
                 raise SignatureError(
                     f"input {key!r} must have rank {len(info.shape)} (shape "
                     f"{list(info.shape)}), got shape {list(value.shape)}"
@@ -156,20 +166,17 @@ class SessionBundle:
 
         Args:
             signature_name: a key of ``signature_defs``.
-            inputs: exactly the signature's input keys, each an array of the input's dtype.
+            inputs: exactly the signature's input keys, each an array of the input's dtype and
+                rank; pass inputs from outside through ``check_inputs`` first.
             output_keys: outputs to fetch; all of them when None.
             timeout_seconds: session run deadline; exceeding it raises DeadlineExceededError.
 
         Raises:
-            SignatureError: the inputs do not match the signature's keys, dtypes or rank.
             tf.errors.OpError: the graph failed at run time.
         """
         signature_inputs = self.inputs(signature_name)
         signature_outputs = self.outputs(signature_name)
-        feed = {
-            signature_inputs[key].tensor_name: value
-            for key, value in self.check_inputs(signature_name, inputs).items()
-        }
+        feed = {signature_inputs[key].tensor_name: value for key, value in inputs.items()}
         keys = list(signature_outputs) if output_keys is None else output_keys
         fetches = {key: signature_outputs[key].tensor_name for key in keys}
         options = None

@@ -14,7 +14,10 @@ The scheduler follows TF Serving's ``BasicBatchScheduler``:
 - a queue holding ``max_enqueued_batches`` batches refuses more tasks with UNAVAILABLE
   (HTTP 503); a task larger than ``max_batch_size`` is INVALID_ARGUMENT;
 - with ``allowed_batch_sizes``, a batch is padded up to the next allowed size (the padding rows
-  repeat the first review and are dropped from the outputs).
+  repeat the first review and are dropped from the outputs);
+- a batch that fails fails every request in it: with TF Serving's FAILED_PRECONDITION when the
+  requests' tensors differ beyond dimension 0, with the session's code when the run fails, and
+  with INTERNAL for any other error; the thread goes on with the next batch.
 
 A request keeps its version leased until its outputs arrive, so a version swap cannot unload a
 version under a running batch.
@@ -36,7 +39,7 @@ from google.protobuf import text_format
 from serving.cli_args import usable_cpus
 from serving.model_server.config_protos import BatchingParameters
 from serving.model_server.errors import ServingError, invalid_argument
-from serving.model_server.predict import run_bundle
+from serving.model_server.session_run import run_bundle
 from serving.savedmodel import SessionBundle
 
 logger = logging.getLogger(__name__)
@@ -292,28 +295,18 @@ class BatchScheduler:
         return max(0.0, min(opened) + timeout - time.monotonic())
 
     def _run_batch(self, queue: _Queue, batch: _Batch) -> None:
+        """Runs one batch and gives each task its rows, or the batch's error."""
         tasks = batch.tasks
-        padded = self._padded_size(batch.size)
-        inputs = {}
-        for key in tasks[0].inputs:
-            parts = [task.inputs[key] for task in tasks]
-            if padded > batch.size:
-                parts.append(np.repeat(parts[0][:1], padded - batch.size, axis=0))
-            inputs[key] = np.concatenate(parts, axis=0)
         try:
-            outputs = run_bundle(
-                queue.bundle, queue.signature_name, inputs, list(queue.output_keys)
-            )
-            for key, value in outputs.items():
-                if np.ndim(value) == 0 or len(value) != padded:
-                    raise ServingError(
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        f"Batched output tensor {key} has no batch dimension of size {padded}",
-                    )
+            outputs = self._run_merged(queue, batch)
         except ServingError as error:
-            for task in tasks:
-                task.error = error
-                task.done.set()
+            self._fail(tasks, error)
+            return
+        except Exception as error:  # the thread must survive, and every waiting task get an answer
+            logger.exception("A batch of %d request(s) failed", len(tasks))
+            self._fail(
+                tasks, ServingError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+            )
             return
         with self._changed:
             self.batches_run += 1
@@ -322,6 +315,45 @@ class BatchScheduler:
         for task in tasks:
             task.outputs = {key: value[start : start + task.size] for key, value in outputs.items()}
             start += task.size
+            task.done.set()
+
+    def _run_merged(self, queue: _Queue, batch: _Batch) -> dict[str, np.ndarray]:
+        """The outputs of one session run on the batch's merged (and padded) inputs.
+
+        Raises:
+            ServingError: FAILED_PRECONDITION (tensors of different shapes, or an output without
+                the batch dimension), or the session's error.
+        """
+        tasks = batch.tasks
+        padded = self._padded_size(batch.size)
+        inputs = {}
+        for key in tasks[0].inputs:
+            parts = [task.inputs[key] for task in tasks]
+            if any(part.shape[1:] != parts[0].shape[1:] for part in parts):
+                tensor_name = queue.bundle.inputs(queue.signature_name)[key].tensor_name
+                raise ServingError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"Tensors with name '{tensor_name}' from different tasks have different "
+                    "shapes and padding is turned off. Set pad_variable_length_inputs to true, "
+                    "or ensure that all tensors with the same name have equal dimensions "
+                    "starting with the first dim.",
+                )
+            if padded > batch.size:
+                parts.append(np.repeat(parts[0][:1], padded - batch.size, axis=0))
+            inputs[key] = np.concatenate(parts, axis=0)
+        outputs = run_bundle(queue.bundle, queue.signature_name, inputs, list(queue.output_keys))
+        for key, value in outputs.items():
+            if np.ndim(value) == 0 or len(value) != padded:
+                raise ServingError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"Batched output tensor {key} has no batch dimension of size {padded}",
+                )
+        return outputs
+
+    @staticmethod
+    def _fail(tasks: list[_Task], error: ServingError) -> None:
+        for task in tasks:
+            task.error = error
             task.done.set()
 
     def _padded_size(self, size: int) -> int:

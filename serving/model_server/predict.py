@@ -1,8 +1,8 @@
 """Predict on a loaded version: request tensors in, output tensors out, TF Serving's checks.
 
 Shared by the gRPC and the REST front ends; each turns its wire format into NumPy arrays and
-back, and this module does the rest (input/output key checks, dtype checks, running the
-session, mapping TensorFlow errors to status codes).
+back, and this module does the rest: the input/output key, dtype and rank checks, in TF
+Serving's words, then the run (``session_run.py``, directly or through the batch scheduler).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from tensorflow_serving.apis import predict_pb2
 
 from serving.contract import SIGNATURE_NAME
 from serving.model_server.errors import ServingError, invalid_argument
+from serving.model_server.session_run import run_bundle
 from serving.savedmodel import SessionBundle, SignatureError
 
 if TYPE_CHECKING:
@@ -57,7 +58,8 @@ def run_signature(
     """Checks the request against the signature, runs it, and returns the outputs.
 
     With a ``scheduler`` (``--enable_batching``) the run joins a batch of concurrent requests;
-    the request is checked on its own first, so that a bad one never fails a batch.
+    the request is checked on its own first, so that a bad one never fails a batch. This is the
+    only check of a request's inputs: ``SessionBundle.run`` does not repeat it.
 
     Raises:
         ServingError: INVALID_ARGUMENT for wrong keys, dtypes or ranks; the TF runtime's code
@@ -97,22 +99,6 @@ def run_signature(
     if scheduler is not None:
         return scheduler.run(bundle, signature_name, inputs, outputs, timeout_seconds)
     return run_bundle(bundle, signature_name, inputs, outputs, timeout_seconds)
-
-
-def run_bundle(
-    bundle: SessionBundle,
-    signature_name: str,
-    inputs: dict[str, np.ndarray],
-    output_keys: list[str],
-    timeout_seconds: float | None = None,
-) -> dict[str, np.ndarray]:
-    """One session run, with TensorFlow's errors as ServingErrors (the code TF Serving sends)."""
-    try:
-        return bundle.run(signature_name, inputs, output_keys, timeout_seconds=timeout_seconds)
-    except SignatureError as error:
-        raise invalid_argument(str(error)) from error
-    except tf.errors.OpError as error:
-        raise ServingError.from_op_error(error) from error
 
 
 def predict_with_bundle(

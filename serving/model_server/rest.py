@@ -19,6 +19,7 @@ from typing import Any
 from google.protobuf import json_format
 from tensorflow_serving.apis import model_pb2
 
+from serving.contract import SIGNATURE_NAME
 from serving.model_server import json_codec
 from serving.model_server.batching import BatchScheduler
 from serving.model_server.errors import ServingError, invalid_argument
@@ -158,7 +159,7 @@ class RestApi:
     def _predict(self, name: str, version: int | None, label: str | None, document: Any) -> bytes:
         if not isinstance(document, dict):
             raise invalid_argument(f"JSON Value: {json_codec.quote(document)} Is not object")
-        signature_name = document.get("signature_name", "serving_default")
+        signature_name = document.get("signature_name", SIGNATURE_NAME)
         if not isinstance(signature_name, str):
             raise invalid_argument(
                 f"JSON Value: {json_codec.quote(document)} not formatted correctly. "
@@ -173,12 +174,14 @@ class RestApi:
         if not has_instances and not has_inputs:
             raise invalid_argument("Missing 'inputs' or 'instances' key")
         with self._manager.lease(name, version, label) as lease:
-            signature_name = signature_name or "serving_default"
+            signature_name = signature_name or SIGNATURE_NAME
             if signature_name not in lease.bundle.signature_defs:
                 raise invalid_argument(
                     f'Serving signature name: "{signature_name}" not found in signature def'
                 )
             specs = lease.bundle.inputs(signature_name)
+            if not specs:  # a signature without inputs, such as __saved_model_init_op
+                raise invalid_argument(f"Failed to get input map for signature: {signature_name}")
             if has_instances:
                 inputs = json_codec.row_inputs(specs, document)
             else:

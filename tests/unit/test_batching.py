@@ -10,9 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from serving.model_server.batching import BatchingOptions, BatchScheduler
 from serving.model_server.errors import ServingError
+from serving.savedmodel import TensorInfo
+from tests.helpers import wait_for
 
 
 class FakeBundle:
@@ -33,6 +36,17 @@ class FakeBundle:
         doubled = inputs["x"] * 2
         return {key: doubled for key in output_keys}
 
+    def inputs(self, signature_name):
+        return {"x": TensorInfo("x:0", tf.float32, None)}
+
+
+class FailingBundle(FakeBundle):
+    """Its run raises what a bug or a broken graph might: an error that is no ServingError."""
+
+    def run(self, signature_name, inputs, output_keys, timeout_seconds=None):
+        self.runs.append((signature_name, len(inputs["x"])))
+        raise ValueError("the session could not run")
+
 
 def scheduler(**options) -> BatchScheduler:
     return BatchScheduler(BatchingOptions(**{"num_batch_threads": 1, **options}))
@@ -40,6 +54,21 @@ def scheduler(**options) -> BatchScheduler:
 
 def run(batcher, bundle, values, signature="serving_default", outputs=("y",)):
     return batcher.run(bundle, signature, {"x": np.array(values)}, list(outputs), 10)
+
+
+def one_batch(batcher, bundle, requests) -> list:
+    """Runs the requests (lists of values) as one batch on a one-thread scheduler: they queue
+    while its thread is held by another bundle. Returns each request's outputs or error."""
+    held = FakeBundle("held")
+    held.release.clear()
+    with ThreadPoolExecutor(len(requests) + 1) as pool:
+        first = pool.submit(run, batcher, held, [0])
+        assert held.started.wait(5)
+        calls = [pool.submit(run, batcher, bundle, values) for values in requests]
+        wait_for(lambda: batcher.queued_tasks() == len(requests), 5, "the requests queued")
+        held.release.set()
+        first.result()
+        return [call.exception() or call.result() for call in calls]
 
 
 def test_concurrent_requests_are_merged_and_split_back():
@@ -129,6 +158,40 @@ def test_a_batch_timeout_waits_for_more_requests():
         batcher.stop()
     assert [r["y"].tolist() for r in results] == [[0], [2], [4], [6]]
     assert bundle.runs == [("serving_default", 4)]
+
+
+def test_a_batch_whose_run_raises_fails_every_request_in_it_and_the_thread_goes_on(caplog):
+    batcher, failing = scheduler(max_batch_size=64), FailingBundle()
+    try:
+        errors = one_batch(batcher, failing, [[1], [2, 3], [4]])
+        assert failing.runs == [("serving_default", 4)]  # the three requests in one batch
+        for error in errors:
+            assert isinstance(error, ServingError)
+            assert error.code == grpc.StatusCode.INTERNAL
+            assert error.message == "ValueError: the session could not run"
+        assert "A batch of 3 request(s) failed" in caplog.text  # with the traceback
+        # The only batch thread survived: the next batch runs.
+        assert run(batcher, FakeBundle(), [5])["y"].tolist() == [10]
+    finally:
+        batcher.stop()
+
+
+def test_tensors_that_differ_beyond_the_batch_dimension_fail_the_batch_as_tf_serving_does():
+    batcher, bundle = scheduler(max_batch_size=64), FakeBundle()
+    try:
+        errors = one_batch(batcher, bundle, [[[1, 2]], [[3, 4, 5]]])
+        assert bundle.runs == []
+        for error in errors:
+            assert isinstance(error, ServingError)
+            assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+            assert error.message == (
+                "Tensors with name 'x:0' from different tasks have different shapes and padding "
+                "is turned off. Set pad_variable_length_inputs to true, or ensure that all "
+                "tensors with the same name have equal dimensions starting with the first dim."
+            )
+        assert run(batcher, bundle, [[1, 2]])["y"].tolist() == [[2, 4]]
+    finally:
+        batcher.stop()
 
 
 def test_parameters_file_parses_like_tf_serving(caplog):
