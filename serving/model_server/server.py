@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 import threading
 from concurrent import futures
@@ -28,8 +29,12 @@ from tensorflow_serving.config import model_server_config_pb2
 from waitress.server import create_server
 
 from serving.cli_args import EXIT_OK, bool_flag, parse_args, usable_cpus
-from serving.contract import GRPC_PORT
-from serving.model_config import ModelConfigError, read_model_server_config
+from serving.contract import GRPC_PORT, MAX_MESSAGE_BYTES, METRICS_PATH
+from serving.model_config import (
+    ModelConfigError,
+    parse_model_server_config,
+    read_model_config_text,
+)
 from serving.model_server.batching import BatchingOptions, BatchScheduler
 from serving.model_server.config_protos import MonitoringConfig
 from serving.model_server.errors import ServingError
@@ -44,11 +49,11 @@ logger = logging.getLogger(__name__)
 
 # TF Serving accepts gRPC messages up to 2 GB; this development server limits requests (gRPC
 # and REST) to protect the machine it runs on. Override with --max_request_bytes.
-DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_REQUEST_BYTES = MAX_MESSAGE_BYTES
 # Seconds that in-flight requests get to finish after SIGTERM/SIGINT.
 SHUTDOWN_GRACE_SECONDS = 10.0
 # TF Serving's Prometheus path when the monitoring config names none.
-DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
+DEFAULT_METRICS_PATH = METRICS_PATH
 # Exit code of tensorflow_model_server when start-up fails (it returns -1).
 EXIT_START_FAILED = 255
 
@@ -94,12 +99,36 @@ class ServerOptions:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 
 
-def model_server_config(options: ServerOptions) -> model_server_config_pb2.ModelServerConfig:
-    """The ModelServerConfig from --model_config_file, or the single-model flags."""
+def config_file_text(options: ServerOptions) -> str | None:
+    """The text of --model_config_file, read once (None without the flag).
+
+    Raises:
+        StartupError: the file cannot be read.
+    """
+    if not options.model_config_file:
+        return None
+    try:
+        return read_model_config_text(options.model_config_file)
+    except ModelConfigError as error:
+        raise StartupError(f"--model_config_file: {error}") from error
+
+
+def model_server_config(
+    options: ServerOptions, text: str | None = None
+) -> model_server_config_pb2.ModelServerConfig:
+    """The ModelServerConfig from --model_config_file, or the single-model flags.
+
+    Args:
+        options: the server's flags.
+        text: the config file's text as already read (``config_file_text``), so that what is
+            parsed is what the caller compared or recorded; None reads the file.
+    """
     if options.model_config_file:
         path = Path(options.model_config_file)
+        if text is None:
+            text = config_file_text(options)
         try:
-            config = read_model_server_config(path)
+            config = parse_model_server_config(text, path)
         except ModelConfigError as error:
             raise StartupError(f"--model_config_file: {error}") from error
         if config.WhichOneof("config") != "model_config_list":
@@ -160,13 +189,20 @@ class ModelServer:
         if options.port == 0 and options.rest_api_port == 0:
             raise StartupError("At least one of --port and --rest_api_port must be non-zero")
         self.options = options
-        # Parsed now so that a bad value fails before the (slow) model load.
+        # Every option is parsed and checked now, so that a bad value fails before the (slow)
+        # model load; nothing runs (no thread, no port) until start().
         self._channel_arguments = parse_channel_arguments(options.grpc_channel_arguments)
         self.metrics_path = metrics_path(options)
-        self.scheduler = self._batch_scheduler(options)
-        self.metrics = ServingMetrics(self.scheduler.queued_tasks if self.scheduler else None)
+        self._batching = self._batching_options(options)
+        # Created by start() once the models are loaded, since its threads start with it.
+        self.scheduler: BatchScheduler | None = None
+        self.metrics = ServingMetrics(self._queued_tasks if self._batching else None)
+        # The config file's text as the models were configured from it, recorded before the
+        # (slow) load: the config watcher compares the file with it, so an edit made while the
+        # models load is applied at the watcher's first poll.
+        self._config_text = config_file_text(options)
         self.manager = ModelManager(
-            model_server_config(options),
+            model_server_config(options, self._config_text),
             LoadSettings(
                 file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
                 max_num_load_retries=options.max_num_load_retries,
@@ -183,12 +219,14 @@ class ModelServer:
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
         self._grpc_server: grpc.Server | None = None
+        self._grpc_executor: futures.ThreadPoolExecutor | None = None
         self._rest_server = None
         self._rest_thread: threading.Thread | None = None
         self._stopped = threading.Event()
 
     @staticmethod
-    def _batch_scheduler(options: ServerOptions) -> BatchScheduler | None:
+    def _batching_options(options: ServerOptions) -> BatchingOptions | None:
+        """The batching parameters, or None without --enable_batching."""
         if not options.enable_batching:
             if options.batching_parameters_file:
                 logger.warning("--batching_parameters_file is ignored without --enable_batching")
@@ -202,27 +240,47 @@ class ModelServer:
         except (OSError, ValueError) as error:
             raise StartupError(f"Invalid batching parameters: {error}") from error
         logger.info("Batching enabled: %s", batching)
-        return BatchScheduler(batching)
+        return batching
+
+    def _queued_tasks(self) -> int:
+        return self.scheduler.queued_tasks() if self.scheduler is not None else 0
 
     def start(self, load_timeout: float | None = None) -> None:
-        """Loads every model (blocking), then opens the gRPC and REST ports.
+        """Loads every model (blocking), then starts batching and opens the gRPC and REST ports.
+
+        A start that fails stops whatever it had started (threads, loaded models, the gRPC
+        port) before it raises, so nothing is left running.
 
         Args:
             load_timeout: give up waiting for the initial load after this many seconds
                 (None waits as long as TF Serving does: forever while no version exists).
 
         Raises:
-            StartupError: a model's initial version ended in error.
+            StartupError: a model's initial version ended in error, no version became
+                available within ``load_timeout``, or a port cannot be bound.
         """
+        try:
+            self._start(load_timeout)
+        except BaseException:
+            self.stop(grace_seconds=0)
+            raise
+
+    def _start(self, load_timeout: float | None) -> None:
         self.manager.start()
-        failures = self.manager.wait_until_ready(load_timeout)
+        try:
+            failures = self.manager.wait_until_ready(load_timeout)
+        except TimeoutError as error:
+            raise StartupError(
+                f"The models did not become available within {load_timeout:g} s"
+            ) from error
         if failures:
-            self.manager.stop()
             raise StartupError(
                 f"UNKNOWN: {len(failures)} servable(s) did not become available: "
                 + ", ".join(f"{{{failure}}}" for failure in failures)
             )
         options = self.options
+        if self._batching is not None:
+            self.scheduler = BatchScheduler(self._batching)
         if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
             self._config_watcher = threading.Thread(
                 target=self._watch_config, name="config-poll", daemon=True
@@ -235,35 +293,41 @@ class ModelServer:
 
     def _watch_config(self) -> None:
         """Re-reads --model_config_file every poll interval and applies it when it changed; a
-        config that cannot be applied is logged once and the running one stays."""
-        path = Path(self.options.model_config_file)
-        last_text = path.read_text(encoding="utf-8")
+        config that cannot be applied is logged once and the running one stays.
+
+        The file is read once per poll, and the text compared is the text parsed and
+        recorded. The first comparison is with the text the models were loaded from (read
+        before the load), so an edit made during the load is applied at the first poll.
+        """
+        last_text = self._config_text
         while not self._stopped.wait(self.options.model_config_file_poll_wait_seconds):
             try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as error:
-                logger.error("Cannot read --model_config_file %s: %s", path, error)
+                text = read_model_config_text(self.options.model_config_file)
+            except ModelConfigError as error:
+                logger.error("--model_config_file: %s", error)
                 continue
             if text == last_text:
                 continue
             last_text = text
             try:
-                self.manager.reload_config(model_server_config(self.options))
+                self.manager.reload_config(model_server_config(self.options, text))
             except (StartupError, ServingError) as error:
                 logger.error("The new model config is not applied: %s", error)
 
     def _start_grpc(self, options: ServerOptions) -> None:
+        executor = futures.ThreadPoolExecutor(
+            max_workers=options.grpc_max_threads or 4 * usable_cpus(), thread_name_prefix="grpc"
+        )
         server = grpc.server(
-            futures.ThreadPoolExecutor(
-                max_workers=options.grpc_max_threads or 4 * usable_cpus(),
-                thread_name_prefix="grpc",
-            ),
+            executor,
             options=[
                 ("grpc.max_receive_message_length", options.max_request_bytes),
                 ("grpc.max_send_message_length", -1),
                 *self._channel_arguments,
             ],
         )
+        # Kept before the bind, so that stop() cleans up after a failed one.
+        self._grpc_server, self._grpc_executor = server, executor
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(self.manager, self.scheduler), server
         )
@@ -279,11 +343,12 @@ class ModelServer:
             ):
                 health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        self.grpc_port = server.add_insecure_port(f"{options.bind_address}:{options.port}")
-        if not self.grpc_port:
-            raise StartupError(f"Cannot bind gRPC to {options.bind_address}:{options.port}")
+        address = f"{options.bind_address}:{options.port}"
+        try:
+            self.grpc_port = server.add_insecure_port(address)
+        except RuntimeError as error:  # grpcio's "Failed to bind to address ..."
+            raise StartupError(f"Cannot bind gRPC to {address}: {error}") from error
         server.start()
-        self._grpc_server = server
         logger.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, self.grpc_port)
 
     def _start_rest(self, options: ServerOptions) -> None:
@@ -296,10 +361,16 @@ class ModelServer:
         threads = options.rest_api_num_threads or 4 * usable_cpus()
         summarize_waitress_queue_warnings(threads)
         try:
+            listener = _listening_socket(options.bind_address, options.rest_api_port)
+        except OSError as error:
+            raise StartupError(
+                f"Failed to start HTTP Server at {options.bind_address}:"
+                f"{options.rest_api_port}: {error}"
+            ) from error
+        try:
             self._rest_server = create_server(
                 app,
-                host=options.bind_address,
-                port=options.rest_api_port,
+                sockets=[listener],
                 threads=threads,
                 max_request_body_size=options.max_request_bytes,
                 ident="local-tfserving",
@@ -307,18 +378,17 @@ class ModelServer:
                 connection_limit=1000,
                 clear_untrusted_proxy_headers=True,
             )
-        except OSError as error:
-            raise StartupError(
-                f"Failed to start HTTP Server at {options.bind_address}:"
-                f"{options.rest_api_port}: {error}"
-            ) from error
+        except BaseException:
+            listener.close()
+            raise
         self.rest_port = int(self._rest_server.effective_port)
         self._rest_thread = threading.Thread(target=self._rest_server.run, name="rest", daemon=True)
         self._rest_thread.start()
         logger.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
 
     def stop(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        """Stops taking requests, lets in-flight ones finish, and unloads the models."""
+        """Stops taking requests, lets in-flight ones finish, unloads the models, and ends every
+        thread the server started; after a failed ``start`` too, whatever it had reached."""
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -332,14 +402,34 @@ class ModelServer:
                 self._rest_server.close()
         if self._grpc_server is not None:
             self._grpc_server.stop(grace_seconds).wait()
+        if self._grpc_executor is not None:
+            # grpc.Server.stop leaves the handler threads to their executor.
+            self._grpc_executor.shutdown(wait=False, cancel_futures=True)
         if self._rest_thread is not None:
             self._rest_thread.join(timeout=grace_seconds)
+        if self._rest_server is not None:
+            # waitress' close() leaves its worker threads running.
+            self._rest_server.task_dispatcher.shutdown(timeout=grace_seconds)
+        if self._config_watcher is not None:
+            self._config_watcher.join(timeout=grace_seconds)
         if self.scheduler is not None:
             self.scheduler.stop()
         self.manager.stop()
 
     def wait(self) -> None:
         self._stopped.wait()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on the first address of ``host`` and ``port``.
+
+    Bound here and handed to waitress, because waitress starts its worker threads before it
+    binds and leaves them running when the bind fails.
+    """
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    return socket.create_server(address, family=family)
 
 
 def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -93,10 +94,13 @@ def test_startup_fails_when_the_only_version_cannot_load(tmp_path):
 def test_ports_stay_closed_while_no_version_exists(tmp_path):
     base = tmp_path / "imdb"
     base.mkdir()
+    before = set(threading.enumerate())
     server = make_server(model_base_path=str(base))
-    with pytest.raises(TimeoutError):
+    with pytest.raises(StartupError, match="did not become available within 1 s"):
         server.start(load_timeout=1)
     assert server.rest_port is None and server.grpc_port is None
+    # The failed start stopped the model manager it had started.
+    wait_for(lambda: not set(threading.enumerate()) - before, 10, "the manager thread ended")
     server.stop()
 
 
