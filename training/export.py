@@ -30,9 +30,8 @@ from serving.contract import (
     POSITIVE_LABEL,
     SIGNATURE_NAME,
     WARMUP_FILE,
-    signature_problems,
 )
-from serving.savedmodel import PYTHON_ONLY_OPS, SessionBundle
+from serving.export_check import ExportCheckError, check_export
 from serving.versions import latest_version
 
 logger = logging.getLogger(__name__)
@@ -167,37 +166,20 @@ def export_model(
 
 
 def verify_export(path: str | Path) -> dict[str, np.ndarray]:
-    """Loads an export in a TF1 session as TF Serving does and checks it against the contract.
+    """Loads an export in a TF1 session as TF Serving does and checks it against the contract
+    (``serving/export_check.py``, which ``python -m serving rollout publish`` runs too).
 
     Returns:
         The outputs for ``WARMUP_REVIEWS``, for logging and tests.
 
     Raises:
-        ExportError: the signature, the ops or the outputs break the contract.
+        ExportError: the export cannot be loaded, or its signature, ops or outputs break the
+            contract.
     """
-    bundle = SessionBundle(path)
     try:
-        if SIGNATURE_NAME not in bundle.signature_defs:
-            raise ExportError(f"{path}: no {SIGNATURE_NAME!r} signature")
-        problems = signature_problems(
-            {k: (v.dtype_name, v.shape) for k, v in bundle.inputs(SIGNATURE_NAME).items()},
-            {k: (v.dtype_name, v.shape) for k, v in bundle.outputs(SIGNATURE_NAME).items()},
-        )
-        python_ops = bundle.op_types() & PYTHON_ONLY_OPS
-        if python_ops:
-            problems.append(f"graph uses Python-only ops {sorted(python_ops)}")
-        if problems:
-            raise ExportError(f"{path}: breaks the serving contract: " + "; ".join(problems))
-        reviews = np.array(WARMUP_REVIEWS, dtype=object)
-        outputs = bundle.run(SIGNATURE_NAME, {INPUT_KEY: reviews})
-        probability = outputs[OUTPUT_PROBABILITY]
-        if probability.shape != (len(reviews),) or not np.all(
-            (probability >= 0.0) & (probability <= 1.0)
-        ):
-            raise ExportError(f"{path}: probabilities out of [0, 1] or misshaped: {probability}")
-        return outputs
-    finally:
-        bundle.close()
+        return check_export(path, WARMUP_REVIEWS)
+    except ExportCheckError as error:
+        raise ExportError(str(error)) from error
 
 
 def _write_warmup_requests(path: Path) -> None:
