@@ -1,5 +1,5 @@
 """``models.config``: TF Serving's text-format ``ModelServerConfig``, read in one place for the
-local server (``--model_config_file``), the rollout verbs (``serving/rollout.py``) and the EKS
+local server (``--model_config_file``), the rollout verbs (``serving/rollout/``) and the EKS
 sync sidecar (``serving/s3_sync.py``). Needs protobuf and tensorflow-serving-api's config
 protos only, not TensorFlow (the sidecar's image has no TensorFlow)."""
 

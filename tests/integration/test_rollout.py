@@ -10,14 +10,18 @@ import threading
 from pathlib import Path
 
 import pytest
+from google.protobuf import text_format
 
 from serving.client import GrpcClient, RequestError, RestClient
+from serving.contract import K8S_NAMESPACE, MODEL_NAME, MODELS_CONFIGMAP, REST_PORT
 from serving.model_config import read_model_server_config as read_config
 from serving.model_server.server import ModelServer
-from serving.rollout import KUSTOMIZE_LABELS
-from serving.rollout import main as rollout
-from tests.helpers import PROJECT_ROOT, loopback_server
+from serving.rollout.cli import main as rollout
+from serving.rollout.fleet import KUSTOMIZE_LABELS
+from tests.helpers import PROJECT_ROOT, loopback_server, wait_for
 
+# The labels the rollout moves.
+LABELS = ("stable", "canary", "previous")
 REVIEW = "A wonderful, brilliant film. I loved every minute of it."
 # One export, tiny and fast to load: the flow is the same for both model families.
 pytestmark = pytest.mark.parametrize("trained_model", ["mlp"], indirect=True)
@@ -64,10 +68,13 @@ class BackgroundLoad:
             thread.join(timeout=30)
 
 
-def labels_served(server: ModelServer) -> dict[str, int | str]:
+def labels_served(
+    server: ModelServer, model_name: str = MODEL_NAME, labels: tuple[str, ...] = LABELS
+) -> dict[str, int | str]:
+    """The version each label resolves to on the server, or the error code."""
     served: dict[str, int | str] = {}
-    with RestClient(f"http://127.0.0.1:{server.rest_port}") as client:
-        for label in ("stable", "canary", "previous"):
+    with RestClient(f"http://127.0.0.1:{server.rest_port}", model_name) as client:
+        for label in labels:
             try:
                 served[label] = client.metadata(label=label).version
             except RequestError as error:
@@ -197,7 +204,14 @@ def test_a_version_that_fails_to_load_is_taken_out_and_stable_keeps_serving(flee
 def test_bad_requests_are_refused_with_a_reason_and_change_nothing(fleet, tmp_path, capsys):
     repository, config, _, targets, _ = fleet
     before = config.read_text()
+    not_a_model = tmp_path / "export" / "5"
+    not_a_model.mkdir(parents=True)
+    (not_a_model / "saved_model.pb").write_bytes(b"this is not a protobuf")
     cases = [
+        (
+            ["publish", "--repository", str(repository), "--version-dir", str(not_a_model)],
+            "refusing to publish: " + str(not_a_model) + ": TF Serving could not load it",
+        ),
         (["canary", *targets, "--version", "7"], "version 7 is not published"),
         (["canary", *targets, "--version", "1"], "version 1 is already 'stable'"),
         (["promote", *targets], "no 'canary' to promote"),
@@ -262,7 +276,7 @@ def test_the_same_steps_through_kubectl(fleet, tmp_path, exported_version, monke
     monkeypatch.setenv(
         "FAKE_PODS", " ".join(f"pod{i}={s.rest_port}" for i, s in enumerate(servers))
     )
-    cluster = ["--config", str(overlay_file), "--namespace", "imdb-serving", "--kubectl",
+    cluster = ["--config", str(overlay_file), "--namespace", K8S_NAMESPACE, "--kubectl",
                str(kubectl), "--timeout", "60"]  # fmt: skip
     assert rollout(["publish", "--repository", str(repository),
                     "--version-dir", str(exported_version), "--version", "2"]) == 0  # fmt: skip
@@ -278,13 +292,12 @@ def test_the_same_steps_through_kubectl(fleet, tmp_path, exported_version, monke
     assert load.failures == []
     assert config_labels(overlay_file) == config_labels(mounted) == {"stable": 2, "previous": 1}
     calls = log.read_text().splitlines()
-    assert "-n imdb-serving apply -f -" in calls
-    assert any(call.startswith("-n imdb-serving port-forward pod/pod1 :8501") for call in calls)
+    assert f"-n {K8S_NAMESPACE} apply -f -" in calls
+    forward = f"-n {K8S_NAMESPACE} port-forward pod/pod1 :{REST_PORT}"
+    assert any(call.startswith(forward) for call in calls)
     applied = [json.loads(call) for call in calls if call.startswith("{")]
-    assert applied and all(
-        m == {"labels": KUSTOMIZE_LABELS, "name": "imdb-models", "namespace": "imdb-serving"}
-        for m in applied
-    )
+    config_map = {"labels": KUSTOMIZE_LABELS, "name": MODELS_CONFIGMAP, "namespace": K8S_NAMESPACE}
+    assert applied and all(metadata == config_map for metadata in applied)
 
 
 def test_the_gcs_backend_writes_through_tf_gfile(tmp_path, exported_version):
@@ -300,3 +313,76 @@ def test_the_gcs_backend_writes_through_tf_gfile(tmp_path, exported_version):
     verify_copy(tmp_path / "bucket" / "imdb" / "4", manifest)
     with pytest.raises(RepositoryError, match="already published"):
         repository.publish(exported_version, 4)
+
+
+def states(server: ModelServer, model_name: str) -> list[str]:
+    """The states of the model's versions on the server; none while it does not know it."""
+    with RestClient(f"http://127.0.0.1:{server.rest_port}", model_name) as client:
+        try:
+            return [status.state for status in client.status()]
+        except RequestError:
+            return []
+
+
+def model_of(path: Path, name: str):
+    return next(m for m in read_config(path).model_config_list.config if m.name == name)
+
+
+WITH_SHADOW = (*LABELS, "shadow")
+
+
+@pytest.mark.parametrize("rolled", ["imdb", "other"])
+def test_two_models_each_verb_moves_only_its_model_and_keeps_its_other_labels(
+    fleet, exported_version, capsys, rolled
+):
+    """A models.config serving imdb and ``other`` (both from the repository, each with a
+    ``shadow`` label the rollout does not own): every verb, dry-run and real, on one of them."""
+    repository, config, servers, targets, relaxed = fleet
+    two_models = read_config(config)
+    other = two_models.model_config_list.config.add()
+    other.CopyFrom(two_models.model_config_list.config[0])
+    other.name = "other"
+    # A label may only name a loaded version: load the second model first, then label it.
+    other.version_labels.clear()
+    config.write_text(text_format.MessageToString(two_models))
+    for server in servers:
+        wait_for(lambda server=server: states(server, "other") == ["AVAILABLE"], what="other")
+    for model in two_models.model_config_list.config:
+        model.version_labels["stable"] = 1
+        model.version_labels["shadow"] = 1
+    config.write_text(text_format.MessageToString(two_models))
+    for server in servers:
+        wait_for(
+            lambda server=server: labels_served(server, "other", ("shadow",)) == {"shadow": 1},
+            what="the servers labelling the second model",
+        )
+    untouched = "other" if rolled == "imdb" else "imdb"
+    before = model_of(config, untouched)
+    targets = [*targets, "--model-name", rolled] if rolled != "imdb" else targets
+    assert rollout(["publish", "--repository", str(repository),
+                    "--version-dir", str(exported_version), "--version", "2"]) == 0  # fmt: skip
+    steps = [
+        (["canary", *targets, *relaxed], {"stable": 1, "canary": 2}),
+        (["rollback", *targets], {"stable": 1}),
+        (["canary", *targets, *relaxed], {"stable": 1, "canary": 2}),
+        (["promote", *targets], {"stable": 2, "previous": 1}),
+        (["status", *targets], {"stable": 2, "previous": 1}),
+        (["rollback", *targets], {"stable": 1}),
+    ]
+    for argv, labels in steps:
+        text = config.read_text()
+        assert rollout([*argv, "--dry-run"]) == 0, argv
+        assert config.read_text() == text
+        assert rollout(argv) == 0, argv
+        assert dict(model_of(config, rolled).version_labels) == {**labels, "shadow": 1}, argv
+        assert model_of(config, untouched) == before, argv
+        for server in servers:
+            assert labels_served(server, rolled, WITH_SHADOW) == {
+                label: labels.get(label, "INVALID_ARGUMENT") for label in LABELS
+            } | {"shadow": 1}, argv
+            assert labels_served(server, untouched, WITH_SHADOW) == {
+                "stable": 1, "canary": "INVALID_ARGUMENT", "previous": "INVALID_ARGUMENT",
+                "shadow": 1,
+            }, argv  # fmt: skip
+    status = capsys.readouterr().out
+    assert "labels {'previous': 1, 'shadow': 1, 'stable': 2}" in status

@@ -21,7 +21,7 @@ from serving.repository import (
     open_repository,
     verify_copy,
 )
-from serving.rollout import initial_config, with_state, write_config
+from serving.rollout.state import initial_config, with_state, write_config
 from serving.s3_sync import STAGING_PREFIX
 from serving.versions import list_versions
 from tests.helpers import PROJECT_ROOT, free_port, wait_for
@@ -121,6 +121,20 @@ def test_unreachable_or_missing_bucket_is_a_clear_error(s3_endpoint):
         unreachable.manifest(1)
     with pytest.raises(RepositoryError, match="unsupported repository scheme"):
         open_repository("ftp://example.com/imdb")
+
+
+def test_an_upload_that_boto3_cannot_finish_is_a_repository_error(s3_endpoint, tmp_path):
+    """boto3's transfer layer turns a failed PutObject into S3UploadFailedError (a boto3, not a
+    botocore, exception): publish reports it as one RepositoryError naming the object."""
+    version = tmp_path / "4"
+    version.mkdir()
+    (version / "saved_model.pb").write_bytes(b"graph")
+    missing_bucket = S3Repository("s3://no-such-bucket/imdb", endpoint_url=s3_endpoint)
+    with pytest.raises(RepositoryError) as error:
+        missing_bucket.publish(version, 4)
+    message = str(error.value)
+    assert "cannot upload" in message and "s3://no-such-bucket/imdb/4/saved_model.pb" in message
+    assert "NoSuchBucket" in message
 
 
 @MLP_ONLY

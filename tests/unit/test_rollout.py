@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import itertools
 import json
 import os
+import signal
+import sys
+import threading
+import time
 
 import pytest
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
 
+from serving.contract import K8S_NAMESPACE
 from serving.loadtest import percentile
 from serving.model_config import model_entry
 from serving.model_config import read_model_server_config as read_config
@@ -18,15 +28,13 @@ from serving.repository import (
     build_manifest,
     verify_copy,
 )
-from serving.rollout import (
-    Comparison,
-    Thresholds,
-    initial_config,
-    labels_of,
-    with_state,
-    write_config,
-)
+from serving.rollout.cli import main as rollout_main
+from serving.rollout.comparison import Comparison, Thresholds
+from serving.rollout.fleet import KubernetesFleet, LocalFleet
+from serving.rollout.state import initial_config, labels_of, with_state, write_config
+from serving.rollout.verbs import Rollout
 from serving.s3_sync import wanted_versions
+from tests.helpers import PROJECT_ROOT
 
 
 def test_with_state_sets_exactly_the_versions_and_known_labels(tmp_path):
@@ -142,3 +150,199 @@ def test_a_manifest_cannot_point_outside_its_version(path):
         Manifest.from_json(text, "s3://bucket/imdb/1/" + MANIFEST_NAME)
     with pytest.raises(RepositoryError, match="not a valid"):
         Manifest.from_json("{", "x")
+
+
+# ------------------------------------------------------------------------------------------------
+# Hardening: a models.config with two models, a stuck port-forward, usage errors
+
+
+def two_model_config(repository) -> model_server_config_pb2.ModelServerConfig:
+    """imdb and ``other``, both at version 1 of ``repository``, each with a ``shadow`` label
+    that the rollout does not own."""
+    config = initial_config(str(repository), 1)
+    other = config.model_config_list.config.add(
+        name="other", base_path=str(repository), model_platform="tensorflow"
+    )
+    other.model_version_policy.specific.versions.append(1)
+    other.version_labels["stable"] = 1
+    for model in config.model_config_list.config:
+        model.version_labels["shadow"] = 1
+    return config
+
+
+def publish_by_hand(repository, *versions) -> None:
+    """Published versions as the rollout sees them (their manifest), without files."""
+    for number in versions:
+        (repository / str(number)).mkdir(parents=True)
+        (repository / str(number) / "PUBLISHED.json").write_text(
+            json.dumps({"format": 1, "version": number, "files": []})
+        )
+
+
+def printed_configs(output: str) -> list[model_server_config_pb2.ModelServerConfig]:
+    """Every ``models.config would become`` block of a dry run's output, parsed."""
+    configs = []
+    for block in output.split("models.config would become")[1:]:
+        lines = block.splitlines()[1:]
+        indented = itertools.takewhile(lambda line: line.startswith("    "), lines)
+        text = "\n".join(line[4:] for line in indented)
+        configs.append(text_format.Parse(text, model_server_config_pb2.ModelServerConfig()))
+    return configs
+
+
+def test_with_state_keeps_the_labels_it_does_not_own_and_their_versions():
+    config = initial_config("/models/imdb", 3)
+    model_entry(config).version_labels["shadow"] = 2
+    new = model_entry(with_state(config, [4], {"stable": 4}))
+    assert labels_of(new) == {"stable": 4, "shadow": 2}
+    # TF Serving refuses a label on a version it does not load: shadow's version stays.
+    assert list(new.model_version_policy.specific.versions) == [2, 4]
+
+
+@pytest.mark.parametrize("model_name", ["imdb", "other"])
+def test_every_verb_edits_only_its_model_and_keeps_its_other_labels(tmp_path, capsys, model_name):
+    """canary, rollback, canary, promote, rollback on one model of two: each step dry-run first
+    (the file unchanged, the printed config what the real step then writes), then for real (no
+    servers to wait for)."""
+    repository = tmp_path / "repository"
+    publish_by_hand(repository, 1, 2)
+    path = tmp_path / "models.config"
+    write_config(path, two_model_config(repository))
+    untouched = "other" if model_name == "imdb" else "imdb"
+    before = model_entry(read_config(path), untouched)
+
+    def step(verb, labels: dict[str, int], versions: list[int]) -> None:
+        text = path.read_text()
+        for dry_run in (True, False):
+            rollout = Rollout(path, LocalFleet([]), dry_run=dry_run, model_name=model_name)
+            verb(rollout)
+            if dry_run:
+                assert path.read_text() == text
+                printed = printed_configs(capsys.readouterr().out)[-1]
+        config = read_config(path)
+        assert printed == config
+        assert model_entry(config, untouched) == before
+        rolled = model_entry(config, model_name)
+        assert labels_of(rolled) == {**labels, "shadow": 1}
+        assert list(rolled.model_version_policy.specific.versions) == versions
+
+    step(lambda r: r.canary(2, str(repository)), {"stable": 1, "canary": 2}, [1, 2])
+    step(lambda r: r.rollback(), {"stable": 1}, [1])
+    step(lambda r: r.canary(None, None), {"stable": 1, "canary": 2}, [1, 2])
+    step(lambda r: r.promote(), {"stable": 2, "previous": 1}, [1, 2])
+    step(lambda r: r.rollback(), {"stable": 1}, [1])
+
+
+STUCK_KUBECTL = """#!{python}
+# kubectl with two pods whose port-forward never exits by itself and ignores SIGTERM (a stuck
+# call); only the pods named in FAKE_FORWARDING say where they listen.
+import os, signal, sys, time
+args = sys.argv[1:]
+if "get" in args:
+    print("pod/pod0\\npod/pod1")
+elif "port-forward" in args:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(os.environ["FAKE_PIDS"], "a") as pids:
+        pids.write(f"{{os.getpid()}}\\n")
+    if args[args.index("port-forward") + 1] in os.environ["FAKE_FORWARDING"].split():
+        print("Forwarding from 127.0.0.1:18765 -> 8501", flush=True)
+        print("Forwarding from [::1]:18765 -> 8501", flush=True)
+    time.sleep(3600)
+"""
+
+
+@pytest.fixture
+def stuck_kubectl(tmp_path, monkeypatch):
+    """The fake kubectl's path; afterwards, what it started is killed if the test left it."""
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text(STUCK_KUBECTL.format(python=sys.executable))
+    kubectl.chmod(0o755)
+    pids = tmp_path / "pids"
+    monkeypatch.setenv("FAKE_PIDS", str(pids))
+    yield kubectl, pids
+    for pid in forward_pids(pids):
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def forward_pids(pids_file) -> list[int]:
+    return [int(line) for line in pids_file.read_text().split()] if pids_file.exists() else []
+
+
+def is_gone(pid: int) -> bool:
+    """True once the process has exited and been reaped (a zombie still has its pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_stuck_port_forward_fails_within_the_timeout_and_leaves_no_process(
+    tmp_path, stuck_kubectl, monkeypatch, capsys
+):
+    kubectl, pids = stuck_kubectl
+    monkeypatch.setenv("FAKE_FORWARDING", "pod/pod0")
+    path = tmp_path / "models.config"
+    write_config(path, initial_config(str(tmp_path), 1))
+    argv = ["status", "--config", str(path), "--namespace", K8S_NAMESPACE,
+            "--kubectl", str(kubectl), "--timeout", "1"]  # fmt: skip
+    result: list[int] = []
+    started = time.monotonic()
+    worker = threading.Thread(target=lambda: result.append(rollout_main(argv)), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the rollout still waits for kubectl port-forward after 30 s"
+    assert time.monotonic() - started < 15  # the 1 s timeout, the stop grace and start-ups
+    assert result == [1]
+    error = capsys.readouterr().err
+    assert "pod/pod1" in error and "Forwarding from" in error and "1 s" in error
+    assert len(forward_pids(pids)) == 2  # pod0's forward had started, and is stopped too
+    assert all(is_gone(pid) for pid in forward_pids(pids))
+
+
+def test_port_forwards_are_stopped_and_reaped_after_use(stuck_kubectl, monkeypatch):
+    kubectl, pids = stuck_kubectl
+    monkeypatch.setenv("FAKE_FORWARDING", "pod/pod0 pod/pod1")
+    fleet = KubernetesFleet(K8S_NAMESPACE, str(kubectl))
+    with fleet.endpoints() as urls:
+        assert urls == ["http://127.0.0.1:18765", "http://127.0.0.1:18765"]
+    assert len(forward_pids(pids)) == 2
+    assert all(is_gone(pid) for pid in forward_pids(pids))
+
+
+def test_a_bad_rest_url_is_a_usage_error_before_any_change(tmp_path, capsys):
+    repository = tmp_path / "repository"
+    publish_by_hand(repository, 1, 2)
+    path = tmp_path / "models.config"
+    write_config(path, initial_config(str(repository), 1))
+    before = path.read_text()
+    assert rollout_main(["canary", "--config", str(path), "--rest-url", "localhost:8501"]) == 2
+    assert path.read_text() == before  # refused before the first step
+    assert "--rest-url" in capsys.readouterr().err
+
+
+def test_a_value_error_from_a_bug_is_not_reported_as_bad_usage(tmp_path, monkeypatch):
+    path = tmp_path / "models.config"
+    write_config(path, initial_config(str(tmp_path), 1))
+
+    def broken(self):
+        raise ValueError("a bug, not the user's mistake")
+
+    monkeypatch.setattr(Rollout, "promote", broken)
+    with pytest.raises(ValueError, match="a bug, not the user's mistake"):
+        rollout_main(["promote", "--config", str(path), "--rest-url", "http://127.0.0.1:9"])
+
+
+def test_serving_imports_nothing_from_training():
+    """Training may import serving's contract and checks; serving never imports training."""
+    offenders = []
+    for path in sorted((PROJECT_ROOT / "serving").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(name.split(".")[0] == "training" for name in names):
+                offenders.append(f"{path.relative_to(PROJECT_ROOT)}:{node.lineno}")
+    assert offenders == []
