@@ -20,11 +20,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 KUBECTL=${KUBECTL:-kubectl}
-# Model name, ports and base dir come from serving/contract.py, their one owner.
-read -r MODEL_NAME GRPC_PORT REST_PORT MODEL_DIR < <("$PY" -c \
-  'from serving import contract as c; print(c.MODEL_NAME, c.GRPC_PORT, c.REST_PORT, c.MODEL_BASE_DIR)')
+# Model name, ports, base dir and namespace come from serving/contract.py, their one owner.
+read -r MODEL_NAME GRPC_PORT REST_PORT MODEL_DIR NAMESPACE < <("$PY" -c \
+  'from serving import contract as c
+print(c.MODEL_NAME, c.GRPC_PORT, c.REST_PORT, c.MODEL_BASE_DIR, c.K8S_NAMESPACE)')
 # Kubernetes names, owned by k8s/base (a test checks them against the rendered manifests).
-NAMESPACE=imdb-serving
 DEPLOYMENT=imdb-sentiment
 SERVICE=imdb-sentiment
 ROLLOUT_TIMEOUT=${ROLLOUT_TIMEOUT:-10m}

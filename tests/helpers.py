@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from serving.contract import K8S_NAMESPACE as K8S_NAMESPACE  # the tests' name for it, re-exported
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# The namespace of every object in k8s/ (k8s/base/kustomization.yaml).
-K8S_NAMESPACE = "imdb-serving"
 
 # Settings that train a usable model of either family on the demo set in a few seconds.
 TINY_TRAINING = {

@@ -273,6 +273,7 @@ def test_pods_are_hardened_and_highly_available(rendered):
         policy = find(docs, "NetworkPolicy")["spec"]
         assert policy["policyTypes"] == ["Ingress", "Egress"]
         namespace = find(docs, "Namespace")
+        assert namespace["metadata"]["name"] == K8S_NAMESPACE
         assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
         for doc in docs:  # nothing lands in the default namespace
             if doc["kind"] != "Namespace":
@@ -303,7 +304,7 @@ def test_gke_load_balancer_checks_the_model_and_metrics_are_scraped(rendered):
     monitoring = find(docs, "PodMonitoring")["spec"]
     assert monitoring["selector"]["matchLabels"].items() <= pod_labels(docs).items()
     assert monitoring["endpoints"][0]["port"] == "http"
-    assert monitoring["endpoints"][0]["path"] == "/monitoring/prometheus/metrics"
+    assert monitoring["endpoints"][0]["path"] == contract.METRICS_PATH
     assert container_of(docs)["image"].startswith("europe-west1-docker.pkg.dev/")
 
 
@@ -331,6 +332,7 @@ def test_eks_nlb_checks_the_model_and_drains_before_stopping(rendered):
     monitor = find(docs, "PodMonitor")["spec"]
     assert monitor["selector"]["matchLabels"].items() <= pod_labels(docs).items()
     assert monitor["podMetricsEndpoints"][0]["port"] == "http"
+    assert monitor["podMetricsEndpoints"][0]["path"] == contract.METRICS_PATH
     assert ".dkr.ecr." in container["image"]
 
 

@@ -1,6 +1,6 @@
 """Model repository mode offline: the two overlays (rendered, beside the schema/checkov/hardening
 checks that test_manifests.py runs on every overlay), the sync sidecar's image, and the names
-that serving/rollout.py shares with the manifests."""
+that the rollout (serving/rollout/) shares with the manifests."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import contract, rollout
+from serving import contract
+from serving.rollout.cli import main as rollout_main
+from serving.rollout.fleet import KUSTOMIZE_LABELS, POD_SELECTOR
 from tests.deploy.manifests import container_of, dockerfile_cmd, find, run_deploy
 from tests.helpers import K8S_NAMESPACE, PROJECT_ROOT
 
@@ -48,9 +50,9 @@ def test_servers_follow_the_mounted_models_config(rendered, overlay):
     assert set(container["args"]) == (image_args - changed) | REPOSITORY_FLAGS
     # The ConfigMap: a fixed name (edits reach running pods), the overlay's file, mounted as a
     # directory (a subPath mount would never see an update).
-    config_map = find(docs, "ConfigMap", rollout.MODELS_CONFIGMAP)
-    assert config_map["metadata"]["labels"] == rollout.KUSTOMIZE_LABELS
-    assert config_map["metadata"]["namespace"] == K8S_NAMESPACE == rollout.NAMESPACE
+    config_map = find(docs, "ConfigMap", contract.MODELS_CONFIGMAP)
+    assert config_map["metadata"]["labels"] == KUSTOMIZE_LABELS
+    assert config_map["metadata"]["namespace"] == K8S_NAMESPACE
     text = (PROJECT_ROOT / "k8s" / overlay / "models.config").read_text()
     assert config_map["data"] == {"models.config": text}
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == CONFIG_MOUNT)
@@ -59,15 +61,15 @@ def test_servers_follow_the_mounted_models_config(rendered, overlay):
         v for v in find(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
         if v["name"] == mount["name"]
     )  # fmt: skip
-    assert volume["configMap"]["name"] == rollout.MODELS_CONFIGMAP
+    assert volume["configMap"]["name"] == contract.MODELS_CONFIGMAP
     # The rollout's starting point: one version, labelled stable, under a specific policy.
     model = overlay_config(overlay)
     assert model.name == contract.MODEL_NAME and model.model_platform == "tensorflow"
     versions = list(model.model_version_policy.specific.versions)
     assert dict(model.version_labels) == {"stable": versions[0]} and len(versions) == 1
-    # rollout.py finds the pods with its selector.
+    # The rollout finds the pods with its selector.
     labels = find(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    for pair in rollout.POD_SELECTOR.split(","):
+    for pair in POD_SELECTOR.split(","):
         key, value = pair.split("=")
         assert labels[key] == value
     egress_ports = {
@@ -171,11 +173,11 @@ def test_rollout_dry_run_on_a_cluster_changes_nothing(tmp_path, capsys):
     config = tmp_path / "models.config"
     config.write_text((PROJECT_ROOT / "k8s/overlays/eks-repository/models.config").read_text())
     before = config.read_text()
-    argv = ["--config", str(config), "--namespace", rollout.NAMESPACE, "--dry-run"]
-    assert rollout.main(["canary", *argv, "--repository", str(repository)]) == 0
+    argv = ["--config", str(config), "--namespace", K8S_NAMESPACE, "--dry-run"]
+    assert rollout_main(["canary", *argv, "--repository", str(repository)]) == 0
     output = capsys.readouterr().out
     assert "Loading version 2 beside stable version 1" in output
-    assert f"kubectl -n {rollout.NAMESPACE} apply -f -" in output
+    assert f"kubectl -n {K8S_NAMESPACE} apply -f -" in output
     assert 'key: "canary"' in output
     assert config.read_text() == before
 

@@ -35,7 +35,7 @@ HARDENED = (
     "--security-opt",
     "no-new-privileges",
 )
-METRICS_PATH = "/monitoring/prometheus/metrics"
+METRICS_PATH = contract.METRICS_PATH
 
 
 def image_cmd(image: str) -> list[str]:

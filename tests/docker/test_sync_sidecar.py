@@ -23,7 +23,7 @@ import requests
 import yaml
 
 from serving.model_config import read_model_server_config
-from serving.rollout import with_state, write_config
+from serving.rollout.state import with_state, write_config
 from tests.docker.dockerlib import (
     STATUS_PATH,
     Container,

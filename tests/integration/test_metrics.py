@@ -7,15 +7,14 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from serving.client import GrpcClient, RequestError
+from serving.contract import METRICS_PATH, REQUEST_COUNT_METRIC
 from tests.helpers import free_port
-
-METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
 def samples(rest: str) -> dict[tuple, float]:
     response = requests.get(rest + METRICS_PATH, timeout=10)
     assert response.status_code == 200 and response.headers["Content-Type"] == "text/plain"
-    assert "# TYPE :tensorflow:serving:request_count untyped" in response.text
+    assert f"# TYPE {REQUEST_COUNT_METRIC} untyped" in response.text
     assert "# TYPE :tensorflow:serving:request_latency histogram" in response.text
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -39,7 +38,7 @@ def test_counts_match_the_requests_sent(monitored_server):
         client.predict(["great film"])
 
     found = samples(rest)
-    count = ":tensorflow:serving:request_count"
+    count = REQUEST_COUNT_METRIC
     assert found[(count, (("model_name", "imdb"), ("status", "OK")))] == 5
     assert found[(count, (("model_name", "imdb"), ("status", "INVALID_ARGUMENT")))] == 2
     assert found[(count, (("model_name", "nosuch"), ("status", "NOT_FOUND")))] == 1

@@ -6,6 +6,7 @@ import ast
 import re
 
 import pytest
+import yaml
 
 from serving import contract
 from tests.helpers import PROJECT_ROOT
@@ -32,6 +33,18 @@ def test_the_contracts_names_agree_with_each_other():
 def test_contract_module_has_no_imports():
     tree = ast.parse((PROJECT_ROOT / "serving" / "contract.py").read_text())
     assert not [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
+
+
+def test_the_signature_name_is_spelled_only_in_the_contract():
+    spelled = [
+        f"{path.relative_to(PROJECT_ROOT)}:{node.lineno}"
+        for folder in ("serving", "training", "scripts")
+        for path in sorted((PROJECT_ROOT / folder).rglob("*.py"))
+        if path != PROJECT_ROOT / "serving" / "contract.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value == contract.SIGNATURE_NAME
+    ]
+    assert spelled == [], "use serving.contract.SIGNATURE_NAME"
 
 
 def test_matching_signature_has_no_problems():
@@ -82,3 +95,63 @@ def test_compose_agrees_with_contract():
     assert f'"127.0.0.1:${{GRPC_PORT:-{contract.GRPC_PORT}}}:{contract.GRPC_PORT}"' in compose
     assert f'"127.0.0.1:${{REST_PORT:-{contract.REST_PORT}}}:{contract.REST_PORT}"' in compose
     assert f"--model-name={contract.MODEL_NAME}" in compose
+
+
+def test_kubernetes_files_agree_with_contract():
+    k8s = PROJECT_ROOT / "k8s"
+    kustomizations = sorted(k8s.glob("**/kustomization.yaml"))
+    namespaces = {
+        path.relative_to(k8s).as_posix(): yaml.safe_load(path.read_text()).get("namespace")
+        for path in kustomizations
+    }
+    # The base and every overlay put their objects in the namespace (a component has none).
+    assert {name for path, name in namespaces.items() if "components/" not in path} == {
+        contract.K8S_NAMESPACE
+    }, namespaces
+    for path in ("base/namespace.yaml", "overlays/eks/namespace-readiness-gate.yaml"):
+        assert yaml.safe_load((k8s / path).read_text())["metadata"]["name"] == (
+            contract.K8S_NAMESPACE
+        )
+    # Alert rules and their tests select the namespace and count the contract's metric.
+    for path in k8s.glob("**/*.yaml"):
+        for found in re.findall(r"namespace(?:=\"|: )([a-z0-9-]+)", path.read_text()):
+            assert found == contract.K8S_NAMESPACE, path
+    for path in (
+        "monitoring/rules.yaml",
+        "overlays/gke/rules.yaml",
+        "overlays/eks/prometheusrule.yaml",
+    ):
+        assert f"rate({contract.REQUEST_COUNT_METRIC}[5m])" in (k8s / path).read_text(), path
+    # Where Prometheus scrapes and where TF Serving serves the metrics.
+    monitoring = (k8s / "base/config/monitoring.config").read_text()
+    assert f'path: "{contract.METRICS_PATH}"' in monitoring
+    gke = yaml.safe_load((k8s / "overlays/gke/podmonitoring.yaml").read_text())
+    assert [e["path"] for e in gke["spec"]["endpoints"]] == [contract.METRICS_PATH]
+    eks = yaml.safe_load((k8s / "overlays/eks/podmonitor.yaml").read_text())
+    assert [e["path"] for e in eks["spec"]["podMetricsEndpoints"]] == [contract.METRICS_PATH]
+    config_maps = [
+        yaml.safe_load((k8s / f"overlays/{overlay}/kustomization.yaml").read_text())
+        for overlay in ("gke-repository", "eks-repository")
+    ]
+    for kustomization in config_maps:
+        (generated,) = kustomization["configMapGenerator"]
+        assert generated["name"] == contract.MODELS_CONFIGMAP
+    mounted = (k8s / "components/model-repository/deployment.yaml").read_text()
+    assert f"name: {contract.MODELS_CONFIGMAP}\n" in mounted
+
+
+def test_the_makefile_and_deploy_script_read_the_names_from_the_contract():
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    deploy = (PROJECT_ROOT / "scripts" / "deploy.sh").read_text()
+    assert "c.K8S_NAMESPACE" in makefile and "c.METRICS_PATH" in makefile
+    assert "c.K8S_NAMESPACE" in deploy
+    for text in (makefile, deploy):
+        assert contract.K8S_NAMESPACE not in text
+        assert contract.METRICS_PATH not in text
+
+
+def test_the_local_server_uses_the_contracts_metric_names():
+    from serving.model_server import metrics, server
+
+    assert metrics.REQUEST_COUNT == contract.REQUEST_COUNT_METRIC
+    assert server.DEFAULT_METRICS_PATH == contract.METRICS_PATH
