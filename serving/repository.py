@@ -8,7 +8,7 @@ The layout is TF Serving's model base path, the same in a folder, on ``gs://`` a
 
 A version is **published** once its manifest exists. The manifest lists every file with its size
 and SHA-256, so a reader can tell a complete copy from a partial one. Nothing names a version in
-``models.config`` (``serving/rollout.py``) or copies it to a pod (``serving/s3_sync.py``) before
+``models.config`` (``serving/rollout/``) or copies it to a pod (``serving/s3_sync.py``) before
 it is published, so a half-uploaded version is never loaded. Published versions are immutable:
 publishing the same number twice is refused.
 
