@@ -15,10 +15,13 @@ TOOLS ?= .tools
 TOOLS_STAMP := $(TOOLS)/.installed-$(shell cksum < requirements-tools.lock | cut -d' ' -f1)
 
 CONTRACT := $(shell $(PYTHON_BOOTSTRAP) -c "import sys; sys.path.insert(0, '.'); \
-	from serving import contract as c; print(c.MODEL_NAME, c.GRPC_PORT, c.REST_PORT)")
+	from serving import contract as c; \
+	print(c.MODEL_NAME, c.GRPC_PORT, c.REST_PORT, c.K8S_NAMESPACE, c.METRICS_PATH)")
 MODEL_NAME := $(word 1,$(CONTRACT))
 GRPC_PORT ?= $(word 2,$(CONTRACT))
 REST_PORT ?= $(word 3,$(CONTRACT))
+K8S_NAMESPACE := $(word 4,$(CONTRACT))
+METRICS_PATH := $(word 5,$(CONTRACT))
 MODEL_DIR := models/$(MODEL_NAME)
 # Highest version under models/imdb (the one the image bakes in), by serving/versions.py's rule.
 MODEL_VERSION ?= $(shell $(PYTHON_BOOTSTRAP) -m serving versions $(MODEL_DIR) --latest 2>/dev/null)
@@ -49,16 +52,18 @@ REST_URLS ?= http://127.0.0.1:$(REST_PORT)
 # Extra flags for the rollout verbs, e.g. ROLLOUT_ARGS="--min-agreement 0.98 --timeout 600".
 ROLLOUT_ARGS ?=
 ROLLOUT_TARGET = --config "$(MODELS_CONFIG)" $(if $(filter %-repository,$(CLOUD)),--namespace \
-	imdb-serving,$(foreach url,$(REST_URLS),--rest-url $(url))) $(if $(DRY_RUN),--dry-run) $(ROLLOUT_ARGS)
+	$(K8S_NAMESPACE),$(foreach url,$(REST_URLS),--rest-url $(url))) $(if $(DRY_RUN),--dry-run) $(ROLLOUT_ARGS)
 # Extra flags for pytest, e.g. PYTEST_ARGS="-k smoke -x".
 PYTEST_ARGS ?=
+# Test cases per operation and phase for `make fuzz` (make test runs 10).
+FUZZ_EXAMPLES ?= 200
 
 # Quiet TensorFlow's C++ start-up chatter in every command below.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 # The Dockerfiles use BuildKit (cache and secret mounts); Docker 20.10's CLI needs this to use it.
 export DOCKER_BUILDKIT := 1
 
-.PHONY: help env tools system-tools docker-engine docker-engine-stop docker-standin demo test test-slow explore train tune bench-train bench-graph serve smoke metrics loadtest capacity bench-serve bench-containers docker-build deploy rollback \
+.PHONY: help env tools system-tools docker-engine docker-engine-stop docker-standin demo test test-slow fuzz explore train tune bench-train bench-graph serve smoke metrics loadtest capacity bench-serve bench-containers docker-build deploy rollback \
 	deploy-smoke publish canary promote rollback-model lint format lock clean distclean
 
 help: ## List the verbs
@@ -111,6 +116,10 @@ test-slow: $(STAMP) $(TOOLS_STAMP) system-tools docker-engine ## Also run the sl
 	IMDB_DATA="$(DATA)" TOOLS_BIN=$(CURDIR)/$(TOOLS)/bin $(PY) -m pytest -m "slow or not slow" \
 		$(PYTEST_ARGS)
 
+fuzz: $(STAMP) ## Fuzz the local server's REST API from serving/openapi.yaml (FUZZ_EXAMPLES per operation)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -s -p no:cacheprovider \
+		tests/integration/test_openapi.py -k fuzzing $(PYTEST_ARGS)
+
 train: $(STAMP) ## Train on DATA and export a new version under models/imdb/
 	$(PY) -m training train --data "$(DATA)" --model-dir $(MODEL_DIR) $(TRAIN_ARGS)
 
@@ -151,7 +160,7 @@ metrics: $(STAMP) ## Print the TF Serving metrics of REST_URL (default: the loca
 	@$(PY) -c 'import requests, sys; response = requests.get(sys.argv[1], timeout=10); \
 		response.raise_for_status(); \
 		print(*(line for line in response.text.splitlines() if line.startswith(":tensorflow")), sep="\n")' \
-		$(or $(REST_URL),http://127.0.0.1:$(REST_PORT))/monitoring/prometheus/metrics
+		$(or $(REST_URL),http://127.0.0.1:$(REST_PORT))$(METRICS_PATH)
 
 loadtest: $(STAMP) ## Load-test REST_URL and GRPC_TARGET (default: the local ports) -> reports/loadtest/
 	$(PY) -m serving loadtest --rest-url $(or $(REST_URL),http://127.0.0.1:$(REST_PORT)) \
