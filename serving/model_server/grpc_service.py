@@ -1,7 +1,8 @@
 """gRPC front end: ``tensorflow.serving.PredictionService`` and ``ModelService``.
 
 Messages and status codes follow TF Serving's ``prediction_service.proto`` and
-``model_service.proto``. A peer of ``rest.py`` over the same manager and predict step.
+``model_service.proto``. A peer of ``rest.py`` over the same manager and predict step; the
+tensors in the messages go through ``tensor_proto``.
 """
 
 from __future__ import annotations
@@ -25,11 +26,8 @@ from tensorflow_serving.apis import (
 from serving.model_server.batching import BatchScheduler
 from serving.model_server.errors import ServingError, invalid_argument
 from serving.model_server.manager import ModelManager, VersionLease
-from serving.model_server.predict import (
-    check_signature,
-    ndarray_to_tensor_proto,
-    predict_with_bundle,
-)
+from serving.model_server.predict import check_signature, predict_with_bundle
+from serving.model_server.tensor_proto import ndarray_to_tensor_proto
 
 logger = logging.getLogger(__name__)
 

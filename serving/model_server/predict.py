@@ -11,30 +11,17 @@ from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2
 
 from serving.contract import SIGNATURE_NAME
 from serving.model_server.errors import ServingError, invalid_argument
 from serving.model_server.session_run import run_bundle
+from serving.model_server.tensor_proto import tensor_from_proto
 from serving.savedmodel import SessionBundle, SignatureError
 
 if TYPE_CHECKING:
     from serving.model_server.batching import BatchScheduler
-
-# TensorProto repeated field that carries the values of each dtype, as TF Serving writes them.
-_VALUE_FIELDS = {
-    types_pb2.DT_FLOAT: "float_val",
-    types_pb2.DT_DOUBLE: "double_val",
-    types_pb2.DT_INT32: "int_val",
-    types_pb2.DT_INT16: "int_val",
-    types_pb2.DT_INT8: "int_val",
-    types_pb2.DT_UINT8: "int_val",
-    types_pb2.DT_INT64: "int64_val",
-    types_pb2.DT_BOOL: "bool_val",
-    types_pb2.DT_STRING: "string_val",
-}
 
 
 def check_signature(bundle: SessionBundle, signature_name: str) -> str:
@@ -45,6 +32,29 @@ def check_signature(bundle: SessionBundle, signature_name: str) -> str:
             grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.'
         )
     return name
+
+
+def check_input_keys(bundle: SessionBundle, signature_name: str, keys: list[str]) -> None:
+    """INVALID_ARGUMENT, in TF Serving's words, unless ``keys`` are the signature's input keys.
+
+    TF Serving checks them before it parses any input tensor (predict_util.cc).
+    """
+    expected_inputs = bundle.inputs(signature_name)
+    if set(keys) == set(expected_inputs):
+        return
+    extra = sorted(set(keys) - set(expected_inputs))
+    missing = sorted(set(expected_inputs) - set(keys))
+    if len(keys) != len(expected_inputs):
+        sent, wanted = ",".join(sorted(keys)), ",".join(sorted(expected_inputs))
+        raise invalid_argument(
+            f"input size does not match signature: {len(keys)}!={len(expected_inputs)} "
+            f"len({{{sent}}}) != len({{{wanted}}}). Sent extra: {{{','.join(extra)}}}. "
+            f"Missing but required: {{{','.join(missing)}}}."
+        )
+    raise invalid_argument(
+        f"input tensor alias not found in signature: {','.join(extra)}. Inputs expected to "
+        f"be in the set {{{','.join(sorted(expected_inputs))}}}."
+    )
 
 
 def run_signature(
@@ -62,25 +72,14 @@ def run_signature(
     only check of a request's inputs: ``SessionBundle.run`` does not repeat it.
 
     Raises:
-        ServingError: INVALID_ARGUMENT for wrong keys, dtypes or ranks; the TF runtime's code
-            when the graph fails (e.g. DEADLINE_EXCEEDED after ``timeout_seconds``).
+        ServingError: INVALID_ARGUMENT for wrong keys, dtypes or ranks, or for an output that
+            is no tensor (the init op's of a TF2 SavedModel); the TF runtime's code when the
+            graph fails (e.g. DEADLINE_EXCEEDED after ``timeout_seconds``).
     """
-    expected_inputs = bundle.inputs(signature_name)
-    if set(inputs) != set(expected_inputs):
-        extra = sorted(set(inputs) - set(expected_inputs))
-        missing = sorted(set(expected_inputs) - set(inputs))
-        if len(inputs) != len(expected_inputs):
-            sent, wanted = ",".join(sorted(inputs)), ",".join(sorted(expected_inputs))
-            raise invalid_argument(
-                f"input size does not match signature: {len(inputs)}!={len(expected_inputs)} "
-                f"len({{{sent}}}) != len({{{wanted}}}). Sent extra: {{{','.join(extra)}}}. "
-                f"Missing but required: {{{','.join(missing)}}}."
-            )
-        raise invalid_argument(
-            f"input tensor alias not found in signature: {','.join(extra)}. Inputs expected to "
-            f"be in the set {{{','.join(sorted(expected_inputs))}}}."
-        )
-    outputs = list(bundle.outputs(signature_name))
+    check_input_keys(bundle, signature_name, list(inputs))
+    # The SignatureDef's own TensorInfos: the init op's output has no dtype to read.
+    signature_outputs = bundle.signature_defs[signature_name].outputs
+    outputs = list(signature_outputs)
     if output_filter:
         for key in output_filter:
             if key not in outputs:
@@ -92,6 +91,16 @@ def run_signature(
             duplicate = next(k for k in output_filter if output_filter.count(k) > 1)
             raise invalid_argument(f"duplicate output tensor alias: {duplicate}")
         outputs = list(output_filter)
+    for key in outputs:
+        if signature_outputs[key].dtype == types_pb2.DT_INVALID:
+            # An operation, not a tensor (e.g. __saved_model_init_op's "NoOp"): TensorFlow's
+            # session refuses the fetch before it looks at the feeds (subgraph.cc).
+            name = signature_outputs[key].name
+            raise invalid_argument(
+                f"Tried to fetch data for '{name}', which produces no output.  To run to a node "
+                f"but not fetch any data, pass '{name}' as an argument to the "
+                "'target_node_names' argument of the Session::Run API."
+            )
     try:
         inputs = bundle.check_inputs(signature_name, inputs)
     except SignatureError as error:
@@ -107,36 +116,15 @@ def predict_with_bundle(
     timeout_seconds: float | None = None,
     scheduler: BatchScheduler | None = None,
 ) -> tuple[str, dict[str, np.ndarray]]:
-    """Runs a gRPC PredictRequest on ``bundle``; returns the signature name used and outputs."""
+    """Runs a gRPC PredictRequest on ``bundle``; returns the signature name used and outputs.
+
+    The steps and their order are TF Serving's: the signature, the input keys, each input
+    parsed as ``Tensor::FromProto`` parses it (``tensor_proto.py``), then ``run_signature``.
+    """
     signature_name = check_signature(bundle, request.model_spec.signature_name)
-    inputs = {}
-    for key, proto in request.inputs.items():
-        try:
-            inputs[key] = tf.make_ndarray(proto)
-        except (ValueError, TypeError) as error:
-            raise invalid_argument(f"input {key!r} is not a valid TensorProto: {error}") from error
+    check_input_keys(bundle, signature_name, list(request.inputs))
+    inputs = {key: tensor_from_proto(key, proto) for key, proto in request.inputs.items()}
     outputs = run_signature(
         bundle, signature_name, inputs, list(request.output_filter), timeout_seconds, scheduler
     )
     return signature_name, outputs
-
-
-def ndarray_to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """A TensorProto with typed repeated values (``float_val``, ``string_val``...), as TF Serving
-    writes responses when ``--enable_serialization_as_tensor_content`` is off."""
-    array = np.asarray(array)
-    dtype = tf.dtypes.as_dtype(array.dtype if array.dtype.kind not in "OSU" else tf.string)
-    proto = tensor_pb2.TensorProto(
-        dtype=dtype.as_datatype_enum,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape]
-        ),
-    )
-    field_name = _VALUE_FIELDS.get(dtype.as_datatype_enum)
-    if field_name is None:
-        return tf.make_tensor_proto(array)
-    values = array.ravel().tolist()
-    if dtype == tf.string:
-        values = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values]
-    getattr(proto, field_name).extend(values)
-    return proto
