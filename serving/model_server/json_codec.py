@@ -44,8 +44,119 @@ def parse_json(body: bytes) -> Any:
         raise invalid_argument("JSON Parse error: The document nests too deeply") from error
 
 
+def signature_name_of(document: Any) -> str:
+    """The request's ``signature_name`` ("" when absent), once the document is checked to be
+    an object; INVALID_ARGUMENT with TF Serving's message if either is wrong."""
+    if not isinstance(document, dict):
+        raise invalid_argument(f"JSON Value: {quote(document)} Is not object")
+    signature_name = document.get("signature_name", "")
+    if not isinstance(signature_name, str):
+        raise invalid_argument(
+            f"JSON Value: {quote(document)} not formatted correctly. "
+            "'signature_name' key must be a string value."
+        )
+    return signature_name
+
+
+def check_examples_request(document: Any) -> None:
+    """A classify or regress body, checked as TF Serving's FillClassifyRegressRequestFromJson
+    checks it: an object, its ``signature_name``, ``context`` and non-empty ``examples``, every
+    feature value a string, ``{"b64": ...}``, number or bool, or a list of one kind of them.
+
+    No tf.Example is built: the local server answers a well-formed body with its predict-only
+    refusal (``rest.py``).
+
+    Raises:
+        ServingError: INVALID_ARGUMENT with TF Serving's message.
+    """
+    signature_name_of(document)
+    if "context" in document:
+        _check_example(document["context"])
+    if "examples" not in document:
+        # TF Serving says "classify" for regress too.
+        raise invalid_argument(
+            f"JSON Value: {quote(document)} When method is classify, key 'examples' is "
+            "expected and was not found"
+        )
+    examples = document["examples"]
+    if not isinstance(examples, list):
+        raise invalid_argument(
+            f"JSON Value: {quote(document)} Expecting 'examples' value to be an list/array"
+        )
+    if not examples:
+        raise invalid_argument(f"JSON Value: {quote(document)} 'examples' value is an empty array")
+    for example in examples:
+        _check_example(example)
+
+
+def _check_example(example: Any) -> None:
+    """One JSON tf.Example: an object of features (TF Serving's MakeExampleFromJsonObject)."""
+    if not isinstance(example, dict):
+        raise invalid_argument(
+            f"Example must be JSON object but got JSON {_rapidjson_type(example)}"
+        )
+    for name, content in example.items():
+        kind = None
+        for value in content if isinstance(content, list) else [content]:
+            kind = _feature_kind(name, value, kind)
+
+
+def _feature_kind(name: str, value: Any, kind: str | None) -> str:
+    """The feature list kind (bytes, float or int64) ``value`` goes to, which must be ``kind``
+    when the feature already has one (TF Serving's AddValueToFeature)."""
+
+    def same_kind(wanted: str) -> str:
+        if kind not in (None, wanted):
+            raise invalid_argument(
+                f"Unexpected element type in feature: {name} expecting type: {kind}"
+            )
+        return wanted
+
+    is_b64 = _is_b64(value) and isinstance(value["b64"], str)
+    if value is None or isinstance(value, list) or (isinstance(value, dict) and not is_b64):
+        raise invalid_argument(
+            f"Feature: {name} has element with unexpected JSON type: {_rapidjson_type(value)}"
+        )
+    if isinstance(value, bool):
+        return same_kind("int64")
+    if isinstance(value, dict):
+        same_kind("bytes")
+        _decode_b64(value["b64"])
+        return "bytes"
+    if isinstance(value, str):
+        return same_kind("bytes")
+    if isinstance(value, int) and -(2**63) <= value < 2**64:
+        same_kind("int64")
+        if value >= 2**63:
+            raise invalid_argument(f"Feature: {name} has uint64 element. Only int64 is supported.")
+        return "int64"
+    # A decimal, or an integer beyond uint64 (rapidjson reads those as doubles).
+    same_kind("float")
+    number = float(value)
+    if math.isfinite(number) and abs(number) > float(np.finfo(np.float32).max):
+        raise invalid_argument(
+            f"Cannot convert JSON value: {quote(value)} to float without loss of precision."
+        )
+    return "float"
+
+
+def _rapidjson_type(value: Any) -> str:
+    """The JSON type name TF Serving's JsonTypeString prints (True/False for booleans)."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return _json_type(value)
+
+
 def _is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and "b64" in value
+
+
+def _decode_b64(text: str) -> bytes:
+    """The bytes of a ``{"b64": ...}`` value: standard base64 only, as TF Serving decodes it."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise invalid_argument("Unable to base64 decode") from error
 
 
 def row_inputs(specs: dict[str, TensorInfo], document: dict) -> dict[str, np.ndarray]:
@@ -166,10 +277,7 @@ def _convert_scalar(value: Any, dtype: tf.dtypes.DType) -> Any:
         if isinstance(value, str):
             return value.encode("utf-8", errors="surrogatepass")
         if _is_b64(value) and isinstance(value["b64"], str):
-            try:
-                return base64.b64decode(value["b64"], validate=True)
-            except (binascii.Error, ValueError) as error:
-                raise invalid_argument("Unable to base64 decode") from error
+            return _decode_b64(value["b64"])
     elif dtype.is_floating:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return value

@@ -126,6 +126,8 @@ class RestApi:
             version_number = _parse_version(version)
             if verb.lower() == "predict":
                 return self._predict(name, version_number, label, document)
+            # TF Serving reads the whole body before it looks the model up (a 400 first).
+            json_codec.check_examples_request(document)
             return self._refuse(name, version_number, label, verb.lower())
         raise invalid_argument(f"Malformed request: {method} {path}")
 
@@ -157,24 +159,10 @@ class RestApi:
         )
 
     def _predict(self, name: str, version: int | None, label: str | None, document: Any) -> bytes:
-        if not isinstance(document, dict):
-            raise invalid_argument(f"JSON Value: {json_codec.quote(document)} Is not object")
-        signature_name = document.get("signature_name", SIGNATURE_NAME)
-        if not isinstance(signature_name, str):
-            raise invalid_argument(
-                f"JSON Value: {json_codec.quote(document)} not formatted correctly. "
-                "'signature_name' key must be a string value."
-            )
-        has_instances, has_inputs = "instances" in document, "inputs" in document
-        if has_instances and has_inputs:
-            raise invalid_argument(
-                f"JSON Value: {json_codec.quote(document)} Not formatted correctly expecting only "
-                "one of 'inputs' or 'instances' keys to exist "
-            )
-        if not has_instances and not has_inputs:
-            raise invalid_argument("Missing 'inputs' or 'instances' key")
+        # TF Serving's order (FillPredictRequestFromJson): the object and its signature_name,
+        # then the servable and signature lookup, then the rest of the document.
+        signature_name = json_codec.signature_name_of(document) or SIGNATURE_NAME
         with self._manager.lease(name, version, label) as lease:
-            signature_name = signature_name or SIGNATURE_NAME
             if signature_name not in lease.bundle.signature_defs:
                 raise invalid_argument(
                     f'Serving signature name: "{signature_name}" not found in signature def'
@@ -182,6 +170,14 @@ class RestApi:
             specs = lease.bundle.inputs(signature_name)
             if not specs:  # a signature without inputs, such as __saved_model_init_op
                 raise invalid_argument(f"Failed to get input map for signature: {signature_name}")
+            has_instances, has_inputs = "instances" in document, "inputs" in document
+            if has_instances and has_inputs:
+                raise invalid_argument(
+                    f"JSON Value: {json_codec.quote(document)} Not formatted correctly expecting "
+                    "only one of 'inputs' or 'instances' keys to exist "
+                )
+            if not has_instances and not has_inputs:
+                raise invalid_argument("Missing 'inputs' or 'instances' key")
             if has_instances:
                 inputs = json_codec.row_inputs(specs, document)
             else:

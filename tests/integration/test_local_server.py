@@ -219,7 +219,7 @@ def test_predict_errors(model_url, body, status, message):
         ),
         ("/v1/models/imdb/labels/nope:predict", 400, "Unrecognized servable version label: nope"),
         ("/v1/models/imdb/versions/99999999999999999999:predict", 400, "Failed to convert version"),
-        ("/v1/models/imdb:classify", 400, "Expected classification signature"),
+        ("/v1/models/imdb:classify", 400, "key 'examples' is expected and was not found"),
         ("/v1/models:predict", 400, "Malformed request: POST /v1/models:predict"),
         ("/v1/models/imdb/metadata", 400, "Malformed request: POST"),
     ],
@@ -233,6 +233,71 @@ def test_predict_routing_errors(rest_url, path, status, message):
 def test_parse_errors_come_before_model_lookup(rest_url):
     response = post(f"{rest_url}/v1/models/nosuch:predict", b"{broken")
     assert response.status_code == 400
+
+
+def test_predict_reads_the_inputs_after_the_model_lookup(rest_url, model_url):
+    # TF Serving's FillPredictRequestFromJson: the object and signature_name, the servable,
+    # then 'instances' or 'inputs'.
+    assert post(f"{rest_url}/v1/models/nosuch:predict", ["x"]).status_code == 400
+    assert post(f"{rest_url}/v1/models/nosuch:predict", {"signature_name": 1}).status_code == 400
+    assert post(f"{rest_url}/v1/models/nosuch:predict", {"nothing": 1}).status_code == 404
+    assert post(f"{model_url}:predict", {"nothing": 1}).status_code == 400
+
+
+@pytest.mark.parametrize("verb", ["classify", "regress"])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "JSON Parse error: The document is empty"),
+        (["x"], "Is not object"),
+        ({"signature_name": 1, "examples": [{}]}, "'signature_name' key must be a string value."),
+        ({"instances": ["x"]}, "When method is classify, key 'examples' is expected"),
+        ({"examples": {"review": "x"}}, "Expecting 'examples' value to be an list/array"),
+        ({"examples": []}, "'examples' value is an empty array"),
+        ({"examples": ["x"]}, "Example must be JSON object but got JSON String"),
+        ({"examples": [True]}, "Example must be JSON object but got JSON True"),
+        ({"context": [], "examples": [{}]}, "Example must be JSON object but got JSON Array"),
+        ({"examples": [{"f": None}]}, "Feature: f has element with unexpected JSON type: Null"),
+        ({"examples": [{"f": [[1]]}]}, "Feature: f has element with unexpected JSON type: Array"),
+        ({"examples": [{"f": {"x": 1}}]}, "unexpected JSON type: Object"),
+        (
+            {"examples": [{"f": ["a", 1]}]},
+            "Unexpected element type in feature: f expecting type: bytes",
+        ),
+        (
+            {"examples": [{"f": [1, 1.5]}]},
+            "Unexpected element type in feature: f expecting type: int64",
+        ),
+        (
+            # rapidjson reads 2 as an integer: a float list cannot take it.
+            {"examples": [{"f": [0.5, 2]}]},
+            "Unexpected element type in feature: f expecting type: float",
+        ),
+        ({"examples": [{"f": [True, "a"]}]}, "expecting type: int64"),
+        ({"examples": [{"f": 2**63}]}, "Feature: f has uint64 element. Only int64 is supported."),
+        ({"examples": [{"f": 1e300}]}, "to float without loss of precision."),
+        ({"examples": [{"f": {"b64": "%%%"}}]}, "Unable to base64 decode"),
+    ],
+)
+def test_classify_and_regress_check_the_body_before_the_model_lookup(rest_url, verb, body, message):
+    # TF Serving's FillClassifyRegressRequestFromJson runs before the servable lookup, so a bad
+    # body is 400 even for a model that does not exist.
+    response = post(f"{rest_url}/v1/models/nosuch:{verb}", body)
+    assert response.status_code == 400
+    assert message in error_of(response)
+
+
+@pytest.mark.parametrize("verb", ["classify", "regress"])
+def test_classify_and_regress_well_formed_bodies_reach_the_model_lookup(rest_url, verb):
+    body = {
+        "signature_name": "",
+        "context": {"lang": "en"},
+        "examples": [{"review": [POSITIVE, {"b64": "eA=="}], "n": [1, True], "w": [0.5, 2.0]}],
+    }
+    assert post(f"{rest_url}/v1/models/nosuch:{verb}", body).status_code == 404
+    response = post(f"{rest_url}/v1/models/imdb:{verb}", body)
+    assert response.status_code == 400
+    assert "signature method_name to be tensorflow/serving/" in error_of(response)
 
 
 def test_oversized_request_is_refused_and_server_survives(model_url, local_server):
@@ -383,9 +448,17 @@ def grpc_error(call, request) -> grpc.RpcError:
             "must have rank 1",
         ),
         (
-            lambda r: r.inputs["review"].CopyFrom(string_tensor(["a", "b", "c"], [2])),
+            lambda r: r.inputs["review"].CopyFrom(
+                tensor_pb2.TensorProto(
+                    dtype=types_pb2.DT_STRING,
+                    tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=2)]
+                    ),
+                    tensor_content=b"\x01a",  # one string where the shape holds two
+                )
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
-            "not a valid TensorProto",
+            "tensor parsing error: review",
         ),
         (
             lambda r: r.output_filter.append("nope"),
@@ -416,6 +489,48 @@ def test_grpc_renamed_input_is_refused(channel):
     request.model_spec.name = "imdb"
     request.inputs["text"].CopyFrom(string_tensor([POSITIVE]))
     assert grpc_error(stub.Predict, request).code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def predicted_labels(channel, review: tensor_pb2.TensorProto) -> list[bytes]:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "imdb"
+    request.inputs["review"].CopyFrom(review)
+    return list(stub.Predict(request, timeout=30).outputs["label"].string_val)
+
+
+def test_grpc_values_fill_the_shape_as_tensorflows_from_proto(channel):
+    # tensor.cc FromProtoField: the first values when more were sent, the last value repeated
+    # when fewer, the dtype's zero ("") when none; a shape without elements reads no value.
+    assert predicted_labels(channel, string_tensor([POSITIVE], [0])) == []
+    assert predicted_labels(channel, string_tensor([POSITIVE, NEGATIVE, POSITIVE], [2])) == [
+        b"positive",
+        b"negative",
+    ]
+    assert predicted_labels(channel, string_tensor([NEGATIVE, POSITIVE], [3])) == [
+        b"negative",
+        b"positive",
+        b"positive",
+    ]
+    assert predicted_labels(channel, string_tensor([], [2])) == predicted_labels(
+        channel, string_tensor(["", ""])
+    )
+
+
+def test_a_signature_without_inputs_is_refused_on_both_transports(model_url, channel):
+    # REST refuses it in the JSON layer (json_tensor.cc); gRPC in the session, which cannot
+    # fetch the init op's NoOp (subgraph.cc). Same code, TF Serving's two messages.
+    name = "__saved_model_init_op"
+    response = post(f"{model_url}:predict", {"signature_name": name, "instances": ["x"]})
+    assert response.status_code == 400
+    assert error_of(response) == f"Failed to get input map for signature: {name}"
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "imdb"
+    request.model_spec.signature_name = name
+    error = grpc_error(stub.Predict, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("Tried to fetch data for 'NoOp', which produces no output.")
 
 
 def test_grpc_metadata(channel):
