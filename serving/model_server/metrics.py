@@ -33,9 +33,11 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from serving.contract import REQUEST_COUNT_METRIC
+
 # TF Serving's latency buckets: Buckets::Exponential(10, 1.8, 33), in microseconds.
 LATENCY_BUCKETS_MICROS = tuple(10 * 1.8**index for index in range(33))
-REQUEST_COUNT = ":tensorflow:serving:request_count"
+REQUEST_COUNT = REQUEST_COUNT_METRIC
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
 LOAD_ATTEMPT_COUNT = ":tensorflow:cc:saved_model:load_attempt_count"

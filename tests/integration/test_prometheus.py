@@ -10,6 +10,7 @@ import subprocess
 import pytest
 import requests
 
+from serving import contract
 from serving.client import GrpcClient
 from tests.helpers import PROJECT_ROOT, free_port, skip_or_fail, wait_for
 
@@ -22,7 +23,7 @@ global:
 rule_files: [{rules}]
 scrape_configs:
   - job_name: model-server
-    metrics_path: /monitoring/prometheus/metrics
+    metrics_path: {metrics_path}
     static_configs:
       - targets: ["127.0.0.1:{port}"]
 """
@@ -34,7 +35,13 @@ def prometheus(tmp_path, monitored_server):
     if binary is None:
         skip_or_fail("prometheus is not installed (make test installs Debian's prometheus as root)")
     config = tmp_path / "prometheus.yml"
-    config.write_text(CONFIG.format(rules=json.dumps(str(RULES)), port=monitored_server.rest_port))
+    config.write_text(
+        CONFIG.format(
+            rules=json.dumps(str(RULES)),
+            metrics_path=contract.METRICS_PATH,
+            port=monitored_server.rest_port,
+        )
+    )
     port = free_port()
     process = subprocess.Popen(
         [
@@ -70,7 +77,7 @@ def query(url: str, expr: str) -> list[dict]:
 
 
 def scraped(url: str, status: str) -> float:
-    found = query(url, f':tensorflow:serving:request_count{{status="{status}"}}')
+    found = query(url, f'{contract.REQUEST_COUNT_METRIC}{{status="{status}"}}')
     return float(found[0]["value"][1]) if found else 0.0
 
 
