@@ -12,9 +12,13 @@ and alerts written for ``tensorflow/serving`` work against the local server too:
   session run inside them;
 - ``:tensorflow:cc:saved_model:load_attempt_count{model_path,status}`` (counter): version loads;
 - ``:tensorflow:serving:model_warmup_latency{model_path,status}`` (histogram, microseconds);
-- ``:tensorflow:serving:batching:queued_tasks`` (gauge): requests waiting in the batch queues
-  (``--enable_batching``; TF Serving's own batching metrics differ, this one is the local
-  server's).
+- ``imdb_local_batching_queued_tasks`` (gauge): requests waiting in the batch queues
+  (``--enable_batching``). This one is the local server's own, so it stays out of TF Serving's
+  namespace and out of the production dashboard and rules; TF Serving's batching metrics
+  (``:tensorflow:serving:batching_session:...``) are not emitted here.
+
+``serving/tf_serving_metrics.py`` is the list of what TF Serving exports, with the sources; the
+names above come from it, and a test checks that everything else the endpoint writes is in it.
 
 The counts live here; ``prometheus_client`` writes the exposition format. A custom collector is
 used because ``prometheus_client``'s ``Counter`` would rename ``request_count`` to
@@ -33,16 +37,19 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from serving import tf_serving_metrics
 from serving.contract import REQUEST_COUNT_METRIC
 
 # TF Serving's latency buckets: Buckets::Exponential(10, 1.8, 33), in microseconds.
 LATENCY_BUCKETS_MICROS = tuple(10 * 1.8**index for index in range(33))
 REQUEST_COUNT = REQUEST_COUNT_METRIC
-REQUEST_LATENCY = ":tensorflow:serving:request_latency"
-RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
-LOAD_ATTEMPT_COUNT = ":tensorflow:cc:saved_model:load_attempt_count"
-WARMUP_LATENCY = ":tensorflow:serving:model_warmup_latency"
-BATCH_QUEUED_TASKS = ":tensorflow:serving:batching:queued_tasks"
+REQUEST_LATENCY = tf_serving_metrics.REQUEST_LATENCY
+RUNTIME_LATENCY = tf_serving_metrics.RUNTIME_LATENCY
+LOAD_ATTEMPT_COUNT = tf_serving_metrics.LOAD_ATTEMPT_COUNT
+WARMUP_LATENCY = tf_serving_metrics.MODEL_WARMUP_LATENCY
+# The local server's own gauge: requests waiting in its batch queues. Not a TF Serving metric,
+# so not in TF Serving's ":tensorflow:" namespace.
+LOCAL_BATCH_QUEUED_TASKS = "imdb_local_batching_queued_tasks"
 # The runtime label of runtime_latency.
 RUNTIME = "TF1"
 
@@ -127,7 +134,7 @@ class ServingMetrics:
                     family.add_metric(list(labels), histogram.cumulative(), histogram.sum)
                 yield family
         if self.queued_tasks is not None:
-            yield GaugeMetricFamily(BATCH_QUEUED_TASKS, "", value=self.queued_tasks())
+            yield GaugeMetricFamily(LOCAL_BATCH_QUEUED_TASKS, "", value=self.queued_tasks())
 
     def exposition(self) -> bytes:
         """The text exposition format (version 0.0.4) of every metric."""

@@ -6,8 +6,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from serving import tf_serving_metrics
 from serving.client import GrpcClient, RequestError
 from serving.contract import METRICS_PATH, REQUEST_COUNT_METRIC
+from serving.model_server.metrics import LOCAL_BATCH_QUEUED_TASKS
 from tests.helpers import free_port
 
 
@@ -56,7 +58,30 @@ def test_counts_match_the_requests_sent(monitored_server):
     loads = [v for (name, labels), v in found.items() if name.endswith("load_attempt_count")]
     assert loads == [1.0]
     assert any(name == ":tensorflow:serving:model_warmup_latency_count" for name, _ in found)
-    assert found[(":tensorflow:serving:batching:queued_tasks", ())] == 0
+    assert found[(LOCAL_BATCH_QUEUED_TASKS, ())] == 0
+
+
+def test_the_endpoint_writes_tf_servings_names_and_its_one_gauge(monitored_server):
+    rest = f"http://127.0.0.1:{monitored_server.rest_port}"
+    assert requests.post(
+        f"{rest}/v1/models/imdb:predict", json={"instances": ["great film"]}, timeout=30
+    ).ok
+    response = requests.get(rest + METRICS_PATH, timeout=10)
+    families = {family.name: family for family in text_string_to_metric_families(response.text)}
+    # prometheus_client's parser names an untyped family by its sample name.
+    names = set(families) - {LOCAL_BATCH_QUEUED_TASKS}
+    assert LOCAL_BATCH_QUEUED_TASKS in families
+    assert families[LOCAL_BATCH_QUEUED_TASKS].type == "gauge"
+    listed = {name for name, metric in tf_serving_metrics.METRICS.items() if metric.local_server}
+    # Everything else is in TF Serving's list, marked as emitted here, with its type and labels.
+    assert names == listed
+    for name in names:
+        metric = tf_serving_metrics.METRICS[name]
+        family = families[name]
+        assert family.type in (metric.kind, "unknown"), name
+        for sample in family.samples:
+            assert sample.name in metric.series, sample.name
+            assert set(sample.labels) - {"le"} == set(metric.labels), sample.name
 
 
 def test_the_metrics_path_follows_tf_servings_rules(monitored_server, local_server):

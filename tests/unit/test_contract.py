@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from serving import contract
+from serving import contract, tf_serving_metrics
 from tests.helpers import PROJECT_ROOT
 
 GOOD_INPUTS = {"review": ("DT_STRING", (-1,))}
@@ -122,6 +122,10 @@ def test_kubernetes_files_agree_with_contract():
         "overlays/eks/prometheusrule.yaml",
     ):
         assert f"rate({contract.REQUEST_COUNT_METRIC}[5m])" in (k8s / path).read_text(), path
+    # The contract's metric is TF Serving's, as the one list of its metrics has it.
+    request_count = tf_serving_metrics.METRICS[contract.REQUEST_COUNT_METRIC]
+    assert request_count.name == tf_serving_metrics.REQUEST_COUNT
+    assert (request_count.kind, request_count.labels) == ("counter", ("model_name", "status"))
     # Where Prometheus scrapes and where TF Serving serves the metrics.
     monitoring = (k8s / "base/config/monitoring.config").read_text()
     assert f'path: "{contract.METRICS_PATH}"' in monitoring
